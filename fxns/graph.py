@@ -1,0 +1,424 @@
+"""fx graph → labelled networkx graph of operations: step 2 of the pipeline.
+
+:func:`build_op_graph` turns a ``GraphModule`` into an :class:`OpGraph`, a
+``networkx.DiGraph`` whose nodes are *operations* with a canonical kind (see
+:mod:`fxns.ops`), whatever form the operation takes in the fx graph:
+
+1. Every fx node is classified as an operation, a pass-through (observers,
+   ``quantize_per_tensor``, ``dequantize``, ``Identity``, eval dropout, ...),
+   metadata (``x.size(0)``) or a constant (``get_attr``). Pass-throughs are
+   collapsed into the edges; metadata and constants are not part of the graph.
+2. A fused module is expanded into its parts, chained: ``nniq.ConvReLU2d``
+   becomes ``conv2d → relu``. A ``batch_norm`` that directly follows a conv or
+   linear (and is its only consumer) stays attached to it, on both sides,
+   because every quantization flow folds it into the weights.
+3. Each edge records, for every place the producer's value is used, which
+   argument of which fx node receives it and through which fx node (the
+   *direct argument*, for instance a ``quantize_per_tensor`` in front of a
+   quantized conv). Shadows are built from exactly this record.
+
+Model inputs become nodes labelled ``input:<i>`` and the model output a node
+labelled ``output``, so that matching can anchor on both ends.
+
+The cost is linear in the number of fx nodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from torch import fx, nn
+
+from . import ops
+from .ops import Role
+
+__all__ = ["INPUT", "OUTPUT", "OpGraph", "OpNode", "Use", "build_op_graph", "node_args"]
+
+INPUT = "input"
+OUTPUT = "output"
+
+# Module attributes that describe a layer's shape: tie-breakers when matching.
+_SHAPE_ATTRS = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "groups",
+    "in_features",
+    "out_features",
+    "num_features",
+    "normalized_shape",
+    "num_embeddings",
+    "embedding_dim",
+    "input_size",
+    "hidden_size",
+    "num_layers",
+)
+
+
+@dataclass
+class OpNode:
+    """One operation of the canonical graph."""
+
+    # Unique key in the graph: the fx node name, with ":<i>" for the i-th
+    # part (i >= 1) of an expanded fused module.
+    key: str
+    # What matching compares: the first part's kind, qualified for a few kinds
+    # (``getitem[1]``, ``input:0``).
+    label: str
+    # Canonical kinds of everything in this node, e.g. ("conv2d", "batch_norm").
+    parts: tuple[str, ...]
+    # fx node names that make up this node, in execution order.
+    fx_nodes: tuple[str, ...]
+    # Position in execution order (fx node index, part index).
+    order: tuple[int, int]
+    # The module path for a call_module node, "" otherwise.
+    module: str = ""
+    # Layer dimensions (channels, features, kernel) used to break ties.
+    shape: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Use:
+    """One place where the value of ``src`` is read by an fx node of ``dst``."""
+
+    src: str
+    dst: str
+    # Position of this value among the data arguments of the consumer.
+    port: int
+    # The fx node that reads the value, and where in its arguments.
+    consumer: str
+    arg_path: tuple[int | str, ...]
+    # The fx node actually written in that argument (``src``'s output or the
+    # last pass-through after it, such as a quantize_per_tensor).
+    direct: str
+
+
+@dataclass
+class OpGraph:
+    """A canonical graph of operations built from one ``GraphModule``."""
+
+    gm: fx.GraphModule
+    graph: nx.DiGraph
+    nodes: dict[str, OpNode]
+    uses: list[Use]
+    # fx node name → keys of the op nodes it belongs to (several for a fused
+    # module, one otherwise).
+    fx_to_ops: dict[str, tuple[str, ...]]
+    # fx node name → its role and, for data nodes, the op node whose value it
+    # carries (for a pass-through: the op it forwards).
+    roles: dict[str, Role]
+    sources: dict[str, str]
+    # Row names: module path for call_module (with ":<k>" for the k-th call
+    # of a module called several times), else the fx node name.
+    qualified_names: dict[str, str]
+    # Readable op name per fx node ("nn.Conv2d", "quantized::add").
+    displays: dict[str, str]
+    # fx node name → position in the fx graph.
+    fx_index: dict[str, int]
+    _fx_nodes: dict[str, fx.Node] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._fx_nodes = {n.name: n for n in self.gm.graph.nodes}
+
+    def fx_node(self, name: str) -> fx.Node:
+        """The fx node called ``name``."""
+        return self._fx_nodes[name]
+
+    def op_nodes(self) -> Iterator[OpNode]:
+        """The operations, without the input and output markers, in order."""
+        for node in sorted(self.nodes.values(), key=lambda n: n.order):
+            if node.parts[0] not in (INPUT, OUTPUT):
+                yield node
+
+    def kind_of(self, fx_names: tuple[str, ...]) -> str:
+        """The composite kind ("conv2d+batch_norm+relu") of some fx nodes."""
+        parts: list[str] = []
+        for key in dict.fromkeys(k for name in fx_names for k in self.fx_to_ops[name]):
+            parts.extend(self.nodes[key].parts)
+        return "+".join(parts)
+
+
+def build_op_graph(gm: fx.GraphModule) -> OpGraph:
+    """Build the canonical graph of ``gm``.
+
+    Example:
+        >>> import torch
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
+        >>> og = build_op_graph(gm)
+        >>> [(n.label, n.parts) for n in og.op_nodes()]
+        [('conv2d', ('conv2d', 'batch_norm')), ('relu', ('relu',))]
+    """
+    return _Builder(gm).build()
+
+
+class _Builder:
+    def __init__(self, gm: fx.GraphModule) -> None:
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.nodes: dict[str, OpNode] = {}
+        self.uses: list[Use] = []
+        self.internal: list[tuple[str, str]] = []
+        self.fx_to_ops: dict[str, tuple[str, ...]] = {}
+        self.roles: dict[str, Role] = {}
+        self.sources: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.displays: dict[str, str] = {}
+        self.fx_index: dict[str, int] = {}
+
+    def build(self) -> OpGraph:
+        calls: dict[str, int] = {}
+        n_inputs = 0
+        for index, node in enumerate(self.gm.graph.nodes):
+            self.fx_index[node.name] = index
+            self.names[node.name] = self._qualified_name(node, calls)
+            if node.op == "placeholder":
+                self._add_op(node, index, (INPUT,), f"{INPUT}:{n_inputs}")
+                n_inputs += 1
+            elif node.op == "output":
+                self._add_op(node, index, (OUTPUT,), OUTPUT)
+            elif node.op == "get_attr":
+                self.roles[node.name] = Role.CONST
+            else:
+                self._add_call(node, index)
+
+        self._fold_batch_norms()
+        return OpGraph(
+            gm=self.gm,
+            graph=self._to_networkx(),
+            nodes=self.nodes,
+            uses=self.uses,
+            fx_to_ops=self.fx_to_ops,
+            roles=self.roles,
+            sources=self.sources,
+            qualified_names=self.names,
+            displays=self.displays,
+            fx_index=self.fx_index,
+        )
+
+    # -- classification -------------------------------------------------------
+
+    def _add_call(self, node: fx.Node, index: int) -> None:
+        data_args = [a for _, a in node_args(node) if self._is_data(a)]
+        if not data_args and node.op != "call_module":
+            # Computed from constants and shapes only: not data.
+            has_meta = any(
+                self.roles.get(a.name) is Role.META for _, a in node_args(node)
+            )
+            self.roles[node.name] = Role.META if has_meta else Role.CONST
+            return
+
+        info = self._classify(node)
+        if info.role is Role.PASS and data_args:
+            self.roles[node.name] = Role.PASS
+            self.sources[node.name] = self.sources[data_args[0].name]
+            self.displays[node.name] = self._display(node)
+            return
+        if info.role in (Role.META, Role.CONST):
+            self.roles[node.name] = info.role
+            return
+
+        label = info.parts[0] if info.parts else node.name
+        if label == "getitem" and len(node.args) > 1 and isinstance(node.args[1], int):
+            label = f"getitem[{node.args[1]}]"
+        self._add_op(node, index, info.parts or (label,), label)
+
+    def _classify(self, node: fx.Node) -> ops.Classification:
+        if node.op == "call_module":
+            return ops.classify_module(self.modules[str(node.target)])
+        if node.op == "call_method":
+            return ops.classify_method(str(node.target))
+        target = node.target
+        assert callable(target)
+        return ops.classify_function(target, node.args)
+
+    def _is_data(self, arg: fx.Node) -> bool:
+        return self.roles.get(arg.name) in (Role.OP, Role.PASS)
+
+    # -- op nodes --------------------------------------------------------------
+
+    def _add_op(
+        self, node: fx.Node, index: int, parts: tuple[str, ...], label: str
+    ) -> None:
+        self.roles[node.name] = Role.OP
+        self.displays[node.name] = self._display(node)
+        groups = _group_parts(parts)
+        keys = tuple(
+            node.name if i == 0 else f"{node.name}:{i}" for i in range(len(groups))
+        )
+        module = str(node.target) if node.op == "call_module" else ""
+        shape = _shape_of(self.modules.get(module)) if module else ()
+        for i, (key, group) in enumerate(zip(keys, groups, strict=True)):
+            self.nodes[key] = OpNode(
+                key=key,
+                label=label if i == 0 else group[0],
+                parts=group,
+                fx_nodes=(node.name,),
+                order=(index, i),
+                module=module,
+                shape=shape,
+            )
+        for a, b in itertools.pairwise(keys):
+            self.internal.append((a, b))
+        self.fx_to_ops[node.name] = keys
+        # Consumers read the value of the last part.
+        self.sources[node.name] = keys[-1]
+
+        port = 0
+        for path, arg in node_args(node):
+            if not self._is_data(arg):
+                continue
+            self.uses.append(
+                Use(
+                    src=self.sources[arg.name],
+                    dst=keys[0],
+                    port=port,
+                    consumer=node.name,
+                    arg_path=path,
+                    direct=arg.name,
+                )
+            )
+            port += 1
+
+    def _fold_batch_norms(self) -> None:
+        """Attach each batch_norm to the conv or linear it follows."""
+        consumers: dict[str, set[str]] = {}
+        producers: dict[str, set[str]] = {}
+        for use in self.uses:
+            consumers.setdefault(use.src, set()).add(use.dst)
+            producers.setdefault(use.dst, set()).add(use.src)
+        for a, b in self.internal:
+            consumers.setdefault(a, set()).add(b)
+            producers.setdefault(b, set()).add(a)
+
+        for key in [k for k, n in self.nodes.items() if n.parts[0] == "batch_norm"]:
+            bn = self.nodes[key]
+            srcs = producers.get(key, set())
+            if len(srcs) != 1:
+                continue
+            (src,) = srcs
+            prev = self.nodes[src]
+            if prev.parts[-1] not in ops.FOLDABLE_INTO or consumers.get(src) != {key}:
+                continue
+            prev.parts = prev.parts + bn.parts
+            prev.fx_nodes = tuple(dict.fromkeys(prev.fx_nodes + bn.fx_nodes))
+            self._merge_key(key, src, consumers, producers)
+
+    def _merge_key(
+        self,
+        old: str,
+        new: str,
+        consumers: dict[str, set[str]],
+        producers: dict[str, set[str]],
+    ) -> None:
+        del self.nodes[old]
+        self.uses = [
+            Use(
+                src=new if u.src == old else u.src,
+                dst=new if u.dst == old else u.dst,
+                port=u.port,
+                consumer=u.consumer,
+                arg_path=u.arg_path,
+                direct=u.direct,
+            )
+            for u in self.uses
+            if not (u.src == new and u.dst == old)
+        ]
+        self.internal = [
+            (new if a == old else a, new if b == old else b)
+            for a, b in self.internal
+            if (a, b) != (new, old)
+        ]
+        for name, keys in self.fx_to_ops.items():
+            if old in keys:
+                self.fx_to_ops[name] = tuple(
+                    dict.fromkeys(new if k == old else k for k in keys)
+                )
+        for name, src in self.sources.items():
+            if src == old:
+                self.sources[name] = new
+        consumers[new] = consumers.pop(old, set())
+        for srcs in producers.values():
+            if old in srcs:
+                srcs.discard(old)
+                srcs.add(new)
+        producers.pop(old, None)
+
+    def _to_networkx(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        for node in self.nodes.values():
+            g.add_node(node.key, label=node.label)
+        ports: dict[tuple[str, str], list[int]] = {}
+        for use in self.uses:
+            ports.setdefault((use.src, use.dst), []).append(use.port)
+        for a, b in self.internal:
+            ports.setdefault((a, b), []).append(0)
+        for (a, b), p in ports.items():
+            unordered = self.nodes[b].label in ops.UNORDERED_INPUTS
+            g.add_edge(a, b, ports=(-1,) * len(p) if unordered else tuple(sorted(p)))
+        return g
+
+    # -- names -----------------------------------------------------------------
+
+    def _qualified_name(self, node: fx.Node, calls: dict[str, int]) -> str:
+        if node.op != "call_module":
+            return node.name
+        target = str(node.target)
+        k = calls.get(target, 0)
+        calls[target] = k + 1
+        return target if k == 0 else f"{target}:{k}"
+
+    def _display(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return ops.display_name(type(self.modules[str(node.target)]))
+        if node.op in ("call_function", "call_method"):
+            return ops.display_name(node.target)
+        return node.op
+
+
+def _group_parts(parts: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Split a fused module's kinds into nodes, keeping batch_norm with its conv."""
+    groups: list[tuple[str, ...]] = []
+    for part in parts:
+        if part == "batch_norm" and groups and groups[-1][-1] in ops.FOLDABLE_INTO:
+            groups[-1] = groups[-1] + (part,)
+        else:
+            groups.append((part,))
+    return groups
+
+
+def node_args(node: fx.Node) -> Iterator[tuple[tuple[int | str, ...], fx.Node]]:
+    """Every fx node among ``node``'s arguments, with its path in them."""
+
+    def walk(
+        value: Any, path: tuple[int | str, ...]
+    ) -> Iterator[tuple[tuple[int | str, ...], fx.Node]]:
+        if isinstance(value, fx.Node):
+            yield path, value
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                yield from walk(item, (*path, i))
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                yield from walk(item, (*path, str(k)))
+        elif isinstance(value, slice):
+            for i, item in enumerate((value.start, value.stop, value.step)):
+                yield from walk(item, (*path, i))
+
+    for i, arg in enumerate(node.args):
+        yield from walk(arg, (i,))
+    for k, arg in node.kwargs.items():
+        yield from walk(arg, (k,))
+
+
+def _shape_of(module: nn.Module | None) -> tuple[Any, ...]:
+    if module is None:
+        return ()
+    return tuple(
+        (attr, getattr(module, attr)) for attr in _SHAPE_ATTRS if hasattr(module, attr)
+    )

@@ -1,0 +1,378 @@
+"""Per-layer results and their renderings: step 6 of the pipeline.
+
+A :class:`Report` is a list of :class:`LayerResult` rows in the float model's
+execution order. It prints as a table (tabulate), sorts and filters
+(:meth:`Report.table`), and exports to a JSON-ready dict, JSON and CSV.
+:class:`VariantReport` holds one report per quantized variant of the same
+float model and prints them side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .errors import MetricError
+from .stats import HIGHER_IS_BETTER, METRICS
+
+__all__ = ["SCHEMA_VERSION", "LayerResult", "Report", "VariantReport"]
+
+SCHEMA_VERSION = 1
+
+# Column names of the table and the exports.
+NAME = "name"
+KIND = "kind"
+FLOAT_OPS = "float op"
+QUANT_OPS = "quant op"
+NOTE = "note"
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """The comparison of one matched pair.
+
+    Example:
+        >>> row = report["layer1.0.conv1"]  # doctest: +SKIP
+        >>> row.kind, round(row.metrics["sqnr"], 1)  # doctest: +SKIP
+        ('conv2d+batch_norm+relu', 31.2)
+    """
+
+    # The pair's stable name (float side's module path or fx node name).
+    name: str
+    # Canonical kind of the float side ("conv2d+batch_norm+relu").
+    kind: str
+    # fx node names on each side, in execution order.
+    float_nodes: tuple[str, ...]
+    quant_nodes: tuple[str, ...]
+    # Metric name → value; at least "sqnr" (dB), "cosine", "mse", "max_abs".
+    # Empty when the pair could not be compared (see ``note``).
+    metrics: Mapping[str, float]
+    # Readable op names on each side ("nn.Conv2d", "quantized::add").
+    float_ops: tuple[str, ...] = ()
+    quant_ops: tuple[str, ...] = ()
+    # Why the numbers are missing or need care; empty otherwise.
+    note: str = ""
+    # Elements compared, over all batches (0 for weights compared once).
+    elements: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; non-finite metrics become "inf", "-inf", "nan"."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "float_nodes": list(self.float_nodes),
+            "quant_nodes": list(self.quant_nodes),
+            "float_ops": list(self.float_ops),
+            "quant_ops": list(self.quant_ops),
+            "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
+            "note": self.note,
+            "elements": self.elements,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerResult:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            float_nodes=tuple(data["float_nodes"]),
+            quant_nodes=tuple(data["quant_nodes"]),
+            metrics={k: float(v) for k, v in data["metrics"].items()},
+            float_ops=tuple(data.get("float_ops", ())),
+            quant_ops=tuple(data.get("quant_ops", ())),
+            note=data.get("note", ""),
+            elements=int(data.get("elements", 0)),
+        )
+
+
+@dataclass
+class Report:
+    """Per-layer comparison results, in the float model's execution order.
+
+    Example:
+        >>> r = fxns.compare_activations(f, q, batches)  # doctest: +SKIP
+        >>> print(r)  # doctest: +SKIP
+        >>> r.table(sort_by="sqnr", top=5)  # doctest: +SKIP
+        >>> r.to_json("report.json")  # doctest: +SKIP
+    """
+
+    rows: list[LayerResult]
+    # "weights", "propagated" or "shadow".
+    mode: str = ""
+    # Facts about the run (batches seen, torch version, engine, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> LayerResult:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no row named {name!r} in this report")
+
+    def get(self, name: str) -> LayerResult | None:
+        """The row called ``name``, or ``None``."""
+        return next((row for row in self.rows if row.name == name), None)
+
+    def __contains__(self, name: object) -> bool:
+        return any(row.name == name for row in self.rows)
+
+    def __iter__(self) -> Iterator[LayerResult]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    @property
+    def names(self) -> list[str]:
+        """Row names in execution order."""
+        return [row.name for row in self.rows]
+
+    def sorted_rows(
+        self, sort_by: str | None = None, top: int | None = None
+    ) -> list[LayerResult]:
+        """Rows ordered worst first by a metric, optionally only the first ``top``.
+
+        "Worst" is the lowest ``sqnr``/``cosine`` or the highest
+        ``mse``/``max_abs``. Rows without that metric, or with NaN, go last.
+
+        Example:
+            >>> [r.name for r in report.sorted_rows("sqnr", top=3)]  # doctest: +SKIP
+            ['fc', 'layer4.1.conv2', 'add_7']
+        """
+        rows = list(self.rows)
+        if sort_by is not None:
+            self._check_metric(sort_by)
+            sign = 1.0 if sort_by in HIGHER_IS_BETTER else -1.0
+
+            def key(row: LayerResult) -> tuple[int, float]:
+                value = row.metrics.get(sort_by, math.nan)
+                if math.isnan(value):
+                    return (1, 0.0)
+                return (0, sign * value)
+
+            rows.sort(key=key)
+        if top is not None:
+            rows = rows[: max(top, 0)]
+        return rows
+
+    def table(
+        self,
+        sort_by: str | None = None,
+        top: int | None = None,
+        *,
+        metrics: Sequence[str] | None = None,
+        tablefmt: str = "simple",
+        floatfmt: str | None = None,
+    ) -> str:
+        """The report as a text table.
+
+        Args:
+            sort_by: a metric name; rows are sorted worst first.
+            top: keep only the first ``top`` rows (after sorting).
+            metrics: the metric columns to show (default: all four).
+            tablefmt: any tabulate format ("simple", "github", "grid", ...).
+            floatfmt: format of the metric values (default: per metric,
+                ``.2f`` for dB, ``.6f`` for cosine, ``.3g`` otherwise).
+
+        Example:
+            >>> text = report.table(sort_by="sqnr", top=3)  # doctest: +SKIP
+        """
+        columns = list(metrics) if metrics is not None else self.metric_names()
+        for metric in columns:
+            self._check_metric(metric)
+        rows = self.sorted_rows(sort_by, top)
+        has_notes = any(row.note for row in rows)
+        headers = [NAME, KIND, FLOAT_OPS, QUANT_OPS, *columns] + (
+            [NOTE] if has_notes else []
+        )
+        body = []
+        for row in rows:
+            line: list[Any] = [
+                row.name,
+                row.kind,
+                _ops_cell(row.float_ops),
+                _ops_cell(row.quant_ops),
+            ]
+            line += [row.metrics.get(m, "") for m in columns]
+            if has_notes:
+                line.append(row.note)
+            body.append(line)
+        title = self._title()
+        formats = (
+            [""] * 4 + [floatfmt or _FORMATS.get(m, ".4g") for m in columns] + [""]
+        )
+        text = tabulate(body, headers=headers, tablefmt=tablefmt, floatfmt=formats)
+        return f"{title}\n{text}" if title else text
+
+    def metric_names(self) -> list[str]:
+        """The metrics present in this report, standard ones first."""
+        seen = dict.fromkeys(METRICS)
+        for row in self.rows:
+            seen.update(dict.fromkeys(row.metrics))
+        present = {m for row in self.rows for m in row.metrics}
+        return [m for m in seen if m in present] or list(METRICS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite numbers as "inf", "-inf", "nan").
+
+        Example:
+            >>> report.to_dict()["rows"][0]["metrics"]["sqnr"]  # doctest: +SKIP
+            31.2
+        """
+        return {
+            "schema": SCHEMA_VERSION,
+            "mode": self.mode,
+            "meta": dict(self.meta),
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            rows=[LayerResult.from_dict(r) for r in data["rows"]],
+            mode=data.get("mode", ""),
+            meta=dict(data.get("meta", {})),
+        )
+
+    def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        """Write the report as JSON to ``path`` (if given) and return the text.
+
+        Example:
+            >>> report.to_json("report.json")  # doctest: +SKIP
+        """
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> Report:
+        """Read a report written by :meth:`to_json` (a path or the JSON text)."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """Write the report as CSV to ``path`` (if given) and return the text.
+
+        One line per row: name, kind, ops and nodes of each side (joined with
+        "+"), then one column per metric, then the note.
+
+        Example:
+            >>> report.to_csv("report.csv")  # doctest: +SKIP
+        """
+        metrics = self.metric_names()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(
+            [
+                "name",
+                "kind",
+                "float_ops",
+                "quant_ops",
+                "float_nodes",
+                "quant_nodes",
+                *metrics,
+                "note",
+            ]
+        )
+        for row in self.rows:
+            writer.writerow(
+                [
+                    row.name,
+                    row.kind,
+                    "+".join(row.float_ops),
+                    "+".join(row.quant_ops),
+                    "+".join(row.float_nodes),
+                    "+".join(row.quant_nodes),
+                ]
+                + [
+                    _json_float(row.metrics[m]) if m in row.metrics else ""
+                    for m in metrics
+                ]
+                + [row.note]
+            )
+        text = out.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _check_metric(self, name: str) -> None:
+        known = set(self.metric_names()) | set(METRICS)
+        if name not in known:
+            raise MetricError(
+                f"unknown metric {name!r}; this report has {', '.join(sorted(known))}"
+            )
+
+    def _title(self) -> str:
+        if not self.mode:
+            return ""
+        batches = self.meta.get("batches")
+        seen = f", {batches} batch{'es' if batches != 1 else ''}" if batches else ""
+        return f"fxns {self.mode} comparison: {len(self.rows)} layers{seen}"
+
+
+@dataclass
+class VariantReport:
+    """Reports of several quantized variants of one float model, side by side.
+
+    Example:
+        >>> v = fxns.compare_variants(f, {"a": q1, "b": q2}, data)  # doctest: +SKIP
+        >>> print(v)  # doctest: +SKIP
+    """
+
+    reports: dict[str, Report]
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def table(
+        self,
+        metric: str = "sqnr",
+        *,
+        tablefmt: str = "simple",
+        floatfmt: str | None = None,
+    ) -> str:
+        """One row per float layer, one ``metric`` column per variant."""
+        names: dict[str, str] = {}
+        for report in self.reports.values():
+            for row in report.rows:
+                names.setdefault(row.name, row.kind)
+        headers = [NAME, KIND, *(f"{v} {metric}" for v in self.reports)]
+        body = []
+        for name, kind in names.items():
+            line: list[Any] = [name, kind]
+            for report in self.reports.values():
+                found = report.get(name)
+                line.append(found.metrics.get(metric, "") if found else "")
+            body.append(line)
+        fmt: str = floatfmt or _FORMATS.get(metric, ".4g")
+        return tabulate(body, headers=headers, tablefmt=tablefmt, floatfmt=fmt)
+
+
+# Default display format per metric: enough digits to tell layers apart.
+_FORMATS = {"sqnr": ".2f", "cosine": ".6f", "mse": ".3g", "max_abs": ".3g"}
+
+
+def _ops_cell(ops: tuple[str, ...]) -> str:
+    return "+".join(ops)
+
+
+def _json_float(value: float) -> float | str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value

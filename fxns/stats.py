@@ -1,0 +1,198 @@
+"""Metric formulas and streaming, mergeable accumulators: step 5 of the pipeline.
+
+A comparison never keeps activations. For each compared value it keeps a few
+running sums over every element of every batch seen, from which every metric
+follows exactly:
+
+========  ==================================================================
+``n``      number of elements compared
+``ff``     Σ f²  (f: float value)
+``qq``     Σ q²  (q: dequantized quantized value)
+``fq``     Σ f·q
+``dd``     Σ (f − q)²
+``max``    max |f − q|
+========  ==================================================================
+
+The metrics, over all elements of all batches:
+
+- ``sqnr`` = 10·log10(Σf² / Σ(f−q)²) in dB; ``+inf`` when Σ(f−q)² = 0
+  (identical, all-zero included); ``-inf`` when the float value is all zero
+  and the quantized one is not.
+- ``cosine`` = Σfq / (√Σf² · √Σq²); 1.0 when both are all zero, 0.0 when
+  exactly one is.
+- ``mse`` = Σ(f−q)² / n.
+- ``max_abs`` = max |f − q|.
+
+Sums merge by addition and maxima by ``max``, so statistics gathered over
+several batches, or several processes, combine into the statistics of all of
+them (:meth:`ErrorStats.merge`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "METRICS",
+    "ErrorStats",
+    "as_float",
+    "flat_view",
+    "metrics_from_sums",
+]
+
+# The metric names every result carries, in display order.
+SQNR = "sqnr"
+COSINE = "cosine"
+MSE = "mse"
+MAX_ABS = "max_abs"
+METRICS: tuple[str, ...] = (SQNR, COSINE, MSE, MAX_ABS)
+
+# Sorting "worst first" means ascending for these, descending for the others.
+HIGHER_IS_BETTER: frozenset[str] = frozenset({SQNR, COSINE})
+
+
+@dataclass
+class ErrorStats:
+    """Running sums of the difference between a float and a quantized value.
+
+    Example:
+        >>> s = ErrorStats()
+        >>> s.update(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]))
+        >>> round(s.metrics()["sqnr"], 2)
+        13.01
+    """
+
+    n: int = 0
+    ff: float = 0.0
+    qq: float = 0.0
+    fq: float = 0.0
+    dd: float = 0.0
+    max_abs: float = 0.0
+    batches: int = 0
+
+    def update(self, f: torch.Tensor, q: torch.Tensor) -> None:
+        """Add one batch: ``f`` float, ``q`` quantized (dequantized or not)."""
+        f = as_float(f.detach())
+        q = as_float(q.detach())
+        if f.shape != q.shape:
+            raise ValueError(
+                f"cannot compare a float value of shape {tuple(f.shape)} "
+                f"with a quantized value of shape {tuple(q.shape)}"
+            )
+        if f.numel() == 0:
+            self.batches += 1
+            return
+        # f and q may be laid out differently (quantized kernels favour
+        # channels-last): the subtraction pairs elements whatever the layout,
+        # and the sums of squares run over each tensor's own memory order.
+        d = torch.sub(f, q)
+        f, q, d = flat_view(f), flat_view(q), flat_view(d)
+        lo, hi = torch.aminmax(d)
+        ff, qq, dd, lo_, hi_ = torch.stack(
+            (torch.dot(f, f), torch.dot(q, q), torch.dot(d, d), lo, hi)
+        ).tolist()
+        # Σfq from the other three: exact algebra, no fourth pass over memory.
+        fq = (ff + qq - dd) / 2.0
+        self.add_sums(f.numel(), ff, qq, fq, dd, max(-lo_, hi_))
+
+    def add_sums(
+        self, n: int, ff: float, qq: float, fq: float, dd: float, max_abs: float
+    ) -> None:
+        """Add precomputed sums for one batch."""
+        self.n += n
+        self.ff += ff
+        self.qq += qq
+        self.fq += fq
+        self.dd += dd
+        self.max_abs = max(self.max_abs, max_abs)
+        self.batches += 1
+
+    def merge(self, other: ErrorStats) -> ErrorStats:
+        """The statistics of both, as if every batch had been seen by one.
+
+        Example:
+            >>> a, b = ErrorStats(), ErrorStats()
+            >>> a.update(torch.ones(3), torch.ones(3))
+            >>> b.update(torch.ones(2), torch.zeros(2))
+            >>> a.merge(b).n
+            5
+        """
+        return ErrorStats(
+            n=self.n + other.n,
+            ff=self.ff + other.ff,
+            qq=self.qq + other.qq,
+            fq=self.fq + other.fq,
+            dd=self.dd + other.dd,
+            max_abs=max(self.max_abs, other.max_abs),
+            batches=self.batches + other.batches,
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of everything seen so far (see the module docstring)."""
+        return metrics_from_sums(
+            self.n, self.ff, self.qq, self.fq, self.dd, self.max_abs
+        )
+
+
+def metrics_from_sums(
+    n: int, ff: float, qq: float, fq: float, dd: float, max_abs: float
+) -> dict[str, float]:
+    """The four metrics from the sums, with the edge cases of DESIGN.md.
+
+    Example:
+        >>> metrics_from_sums(4, 0.0, 0.0, 0.0, 0.0, 0.0)["sqnr"]
+        inf
+    """
+    if n == 0:
+        nan = math.nan
+        return {SQNR: nan, COSINE: nan, MSE: nan, MAX_ABS: nan}
+    if dd == 0.0:
+        sqnr = math.inf
+    elif ff == 0.0:
+        sqnr = -math.inf
+    else:
+        sqnr = 10.0 * math.log10(ff / dd)
+
+    if ff == 0.0 and qq == 0.0:
+        cosine = 1.0
+    elif ff == 0.0 or qq == 0.0:
+        cosine = 0.0
+    else:
+        # Rounding can push |cos| a hair past 1 for identical tensors.
+        cosine = max(-1.0, min(1.0, fq / (math.sqrt(ff) * math.sqrt(qq))))
+    return {SQNR: sqnr, COSINE: cosine, MSE: dd / n, MAX_ABS: max_abs}
+
+
+def as_float(value: torch.Tensor) -> torch.Tensor:
+    """A float32 view of a tensor: dequantized if quantized, upcast if half.
+
+    Example:
+        >>> as_float(torch.quantize_per_tensor(torch.ones(2), 0.5, 0, torch.quint8))
+        tensor([1., 1.])
+    """
+    if value.is_quantized:
+        value = value.dequantize()
+    if value.dtype != torch.float32:
+        value = value.float()
+    return value
+
+
+def flat_view(t: torch.Tensor) -> torch.Tensor:
+    """All elements of ``t`` as a 1-D tensor in memory order, without a copy
+    when ``t`` is dense in any dimension order (contiguous, channels-last).
+
+    Example:
+        >>> x = torch.arange(6.0).reshape(1, 2, 3, 1)
+        >>> x = x.to(memory_format=torch.channels_last)
+        >>> flat_view(x).data_ptr() == x.data_ptr()
+        True
+    """
+    if t.is_contiguous():
+        return t.view(-1)
+    strides = t.stride()
+    dims = sorted(range(t.dim()), key=lambda i: -strides[i])
+    return t.permute(dims).reshape(-1)
