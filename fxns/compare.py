@@ -473,6 +473,8 @@ def _eval_model(model: Any, role: str) -> nn.Module:
 def _depends_on_training(module: nn.Module) -> bool:
     from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return False  # inference-only modules: the flag changes nothing
     if isinstance(module, (*_TRAINING_SENSITIVE, FakeQuantizeBase)):
         return True
     dropout = getattr(module, "dropout", 0.0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import operator
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -212,10 +213,30 @@ def _interleave(
         ranks = [rank[d] for d in deps[key]]
         rank[key] = pair_rank.get(n.name, max(ranks, default=0))
 
+    readers: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for name, (f_name, q_name) in probe_inputs.items():
         q_key = ("f", q_alias[q_name]) if q_name in q_alias else ("q", q_name)
         deps[("p", name)] = {("f", f_name), q_key}
         rank[("p", name)] = -1  # a probe runs as soon as it can
+        readers.setdefault(("f", f_name), []).append(("p", name))
+        readers.setdefault(q_key, []).append(("p", name))
+
+    # An op that changes a tensor in place waits for the probes reading that
+    # tensor (or a view of it) earlier in its graph.
+    for side, og, nodes in (("f", fg, f_nodes), ("q", qg, q_nodes)):
+        roots = _alias_roots(og, nodes)
+        for n in nodes:
+            target = mutated_input(n, og.gm)
+            if target is None:
+                continue
+            for key, probe_keys in readers.items():
+                read_side, read_name = key
+                if (
+                    read_side == side
+                    and og.fx_index.get(read_name, 1 << 30) < og.fx_index[n.name]
+                    and roots.get(read_name) == roots.get(target.name)
+                ):
+                    deps[(side, n.name)].update(probe_keys)
 
     users: dict[tuple[str, str], list[tuple[str, str]]] = {k: [] for k in deps}
     missing = {k: len(v) for k, v in deps.items()}
@@ -236,6 +257,89 @@ def _interleave(
     if len(order) != len(deps):
         raise InstrumentError("internal error: the combined graph has a cycle")
     return order
+
+
+def mutated_input(node: fx.Node, gm: fx.GraphModule) -> fx.Node | None:
+    """The argument ``node`` changes in place, if it does (``relu_``,
+    ``nn.ReLU(inplace=True)``, ``x += y`` on tensors, ``x[i] = v``)."""
+    first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    if first is None:
+        return None
+    if node.op == "call_module":
+        inplace = getattr(gm.get_submodule(str(node.target)), "inplace", False)
+        return first if inplace is True else None
+    if node.op == "call_method":
+        return first if _is_inplace_name(str(node.target)) else None
+    if node.op == "call_function":
+        if node.kwargs.get("inplace") is True or node.target in _INPLACE_OPERATORS:
+            return first
+        return first if _is_inplace_name(getattr(node.target, "__name__", "")) else None
+    return None
+
+
+def _is_inplace_name(name: str) -> bool:
+    return name.endswith("_") and not name.endswith("__")
+
+
+_INPLACE_OPERATORS = frozenset(
+    {
+        operator.iadd,
+        operator.isub,
+        operator.imul,
+        operator.itruediv,
+        operator.setitem,
+    }
+)
+
+
+def _alias_roots(og: OpGraph, nodes: list[fx.Node]) -> dict[str, str]:
+    """For each node, the node whose memory its output may share.
+
+    In-place ops and every op that may return a view (reshape, flatten,
+    pass-throughs, indexing) share their first input's memory; the rest own
+    theirs.
+    """
+    roots: dict[str, str] = {}
+    for n in nodes:
+        first = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+        shares = first is not None and (
+            mutated_input(n, og.gm) is not None
+            or og.roles.get(n.name) is Role.PASS
+            or _may_be_view(og, n)
+        )
+        if shares and first is not None:
+            roots[n.name] = roots.get(first.name, first.name)
+        else:
+            roots[n.name] = n.name
+    return roots
+
+
+def _may_be_view(og: OpGraph, n: fx.Node) -> bool:
+    keys = og.fx_to_ops.get(n.name, ())
+    return any(og.nodes[k].label.split("[")[0] in _VIEW_KINDS for k in keys)
+
+
+# Kinds whose result may be a view of the input.
+_VIEW_KINDS = frozenset(
+    {
+        "reshape",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "transpose",
+        "permute",
+        "expand",
+        "getitem",
+        "narrow",
+        "select",
+        "chunk",
+        "split",
+        "t",
+        "unflatten",
+        "view_as",
+        "expand_as",
+    }
+)
 
 
 # --- shadow: float copies fed from the quantized graph ---------------------------
@@ -259,22 +363,40 @@ def build_shadow(matching: Matching) -> Instrumented:
     _check_inputs(fg, qg)
     builder = _GraphBuilder(fg, qg)
 
-    # Shadows are emitted right after the quantized value they are compared with.
+    # A shadow's inputs are copied just before its quantized twin runs (a
+    # later in-place op cannot change them); its float nodes and its probe
+    # are emitted right after the quantized value they are compared with.
+    before: dict[str, list[Pair]] = {}
     after: dict[str, list[Pair]] = {}
     for pair in matching.pairs:
+        before.setdefault(pair.quant_nodes[0], []).append(pair)
         after.setdefault(_quant_read(qg, pair), []).append(pair)
 
+    shadows: dict[str, _Shadow] = {}
     probes: dict[str, Probe] = {}
     skipped: dict[str, str] = {}
     builder.copy_inputs()
     for node in qg.gm.graph.nodes:
         if node.op in ("output", "placeholder"):
             continue
+        for pair in before.get(node.name, []):
+            shadow = _Shadow(builder, matching, pair)
+            try:
+                shadow.capture_inputs()
+            except _ShadowSkip as skip:
+                shadow.roll_back()
+                skipped[pair.name] = str(skip)
+                logger.debug("no shadow for %s: %s", pair.name, skip)
+            else:
+                shadows[pair.name] = shadow
         builder.copy_quant(node.name)
         for pair in after.get(node.name, []):
+            if pair.name not in shadows:
+                continue
             try:
-                shadow_out = _Shadow(builder, matching, pair).emit()
+                shadow_out = shadows[pair.name].emit()
             except _ShadowSkip as skip:
+                shadows[pair.name].roll_back()
                 skipped[pair.name] = str(skip)
                 logger.debug("no shadow for %s: %s", pair.name, skip)
                 continue
@@ -304,15 +426,27 @@ class _Shadow:
         self.env: dict[str, fx.Node] = {}
         self.created: list[fx.Node] = []
 
+    def capture_inputs(self) -> None:
+        """Emit the float copies of the pair's tensor inputs, before its twin runs."""
+        inside = set(self.pair.float_nodes)
+        for name in self.pair.float_nodes:
+            node = self.fg.fx_node(name)
+            for _, arg in node_args(node):
+                is_data = self.fg.roles.get(arg.name) in (Role.OP, Role.PASS)
+                if arg.name not in inside and is_data:
+                    self._value(arg, consumer=node)
+
     def emit(self) -> fx.Node:
-        try:
-            for name in self.pair.float_nodes:
-                self._copy(self.fg.fx_node(name), inside=True)
-        except _ShadowSkip:
-            for node in reversed(self.created):
-                self.b.graph.erase_node(node)
-            raise
+        """Emit the float nodes of the pair; return the node of its output."""
+        for name in self.pair.float_nodes:
+            self._copy(self.fg.fx_node(name), inside=True)
         return self.env[self.pair.float_nodes[-1]]
+
+    def roll_back(self) -> None:
+        """Remove every node this shadow emitted."""
+        for node in reversed(self.created):
+            self.b.graph.erase_node(node)
+        self.created.clear()
 
     def _copy(self, node: fx.Node, inside: bool) -> fx.Node:
         def resolve(arg: fx.Node) -> fx.Node:
@@ -337,6 +471,10 @@ class _Shadow:
 
         # A tensor from outside the pair: the quantized side's own input.
         direct = self._quant_direct_input(arg, consumer)
+        if direct not in self.b.quant_env:
+            raise _ShadowSkip(
+                f"its input '{arg.name}' is computed after the pair starts running"
+            )
         node = self.b.graph.call_function(shadow_input, (self.b.quant_env[direct],))
         self.created.append(node)
         self.env[arg.name] = node
@@ -379,11 +517,18 @@ class _Shadow:
 
 
 def shadow_input(value: Any) -> Any:
-    """What a float shadow receives for a quantized value: a contiguous float
-    tensor (float kernels are fastest on the layout the float model uses)."""
-    if isinstance(value, torch.Tensor):
-        return as_float(value).contiguous()
-    return value
+    """What a float shadow receives for a quantized-model value.
+
+    A new contiguous float32 tensor: new, so that in-place ops on either side
+    cannot reach the other; contiguous, because float kernels are fastest on
+    the layout the float model uses (quantized kernels favour channels-last).
+    """
+    if not isinstance(value, torch.Tensor):
+        return value
+    fresh = as_float(value)
+    if fresh is value:
+        return value.contiguous().clone()
+    return fresh.contiguous()
 
 
 # --- two separate models, for the user's own loop -----------------------------------
@@ -409,8 +554,10 @@ class _Exchange:
             f, q = (value, theirs) if side == "float" else (theirs, value)
             self.probes[name](f, q)
         else:
+            # Kept until the other model runs: copy it, since later in-place
+            # ops of this forward pass may change the tensor.
             if isinstance(value, torch.Tensor):
-                value = value.detach()
+                value = value.detach().clone()
             self.pending.setdefault((side, name), deque()).append(value)
 
 
