@@ -413,7 +413,7 @@ def display_name(target: object) -> str:
     module = getattr(target, "__module__", None) or ""
     if module == "_operator" or module == "operator":
         return f"operator.{name}"
-    if module.startswith("torch.nn.functional"):
+    if module.startswith("torch.nn.functional") or module == "torch._C._nn":
         return f"F.{name}"
     if module == "builtins":
         return name

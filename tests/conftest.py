@@ -25,7 +25,9 @@ class Quantized:
     batches: list[torch.Tensor]
 
 
-def make_batches(n: int, shape: tuple[int, ...] = INPUT_SHAPE, seed: int = 0) -> list[torch.Tensor]:
+def make_batches(
+    n: int, shape: tuple[int, ...] = INPUT_SHAPE, seed: int = 0
+) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(shape, generator=g) for _ in range(n)]
 
@@ -68,7 +70,10 @@ def quantize_module(
     example = example if isinstance(example, tuple) else (example,)
     g = torch.Generator().manual_seed(0)
     batches = [
-        tuple(torch.randn(e.shape, generator=g) if e.is_floating_point() else e for e in example)
+        tuple(
+            torch.randn(e.shape, generator=g) if e.is_floating_point() else e
+            for e in example
+        )
         for _ in range(n)
     ]
     return quantize_fx(model.eval(), batches, "x86")
@@ -80,7 +85,8 @@ def snapshot(model: nn.Module) -> Callable[[], None]:
     params = {k: id(v) for k, v in model.named_parameters()}
     training = {k: m.training for k, m in model.named_modules()}
     hooks = {
-        k: (len(m._forward_hooks), len(m._forward_pre_hooks)) for k, m in model.named_modules()
+        k: (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for k, m in model.named_modules()
     }
     code = model.code if isinstance(model, fx.GraphModule) else None
     children = [k for k, _ in model.named_modules()]
@@ -117,7 +123,9 @@ def _copy(value: object) -> object:
 def _same(a: object, b: object) -> bool:
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.is_quantized or b.is_quantized:
-            return a.is_quantized == b.is_quantized and torch.equal(a.int_repr(), b.int_repr())
+            return a.is_quantized == b.is_quantized and torch.equal(
+                a.int_repr(), b.int_repr()
+            )
         return torch.equal(a, b)
     if isinstance(a, tuple | list) and isinstance(b, tuple | list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))

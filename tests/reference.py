@@ -25,7 +25,9 @@ class Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
         # A copy: a later in-place op (ReLU(inplace=True)) must not change it.
-        self.values[n.name] = value.clone() if isinstance(value, torch.Tensor) else value
+        self.values[n.name] = (
+            value.clone() if isinstance(value, torch.Tensor) else value
+        )
         return value
 
 
@@ -59,7 +61,9 @@ class Sums:
         self.fq += float((f * q).sum())
         self.dd += float((d * d).sum())
         self.n += f.numel()
-        self.max_abs = max(self.max_abs, float(d.abs().max())) if d.numel() else self.max_abs
+        self.max_abs = (
+            max(self.max_abs, float(d.abs().max())) if d.numel() else self.max_abs
+        )
 
     def sqnr(self) -> float:
         if self.dd == 0:

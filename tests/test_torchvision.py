@@ -40,7 +40,8 @@ def test_every_quantized_layer_is_matched(torchvision_model: Quantized) -> None:
     must = [
         n.name
         for n in q.quant_model.graph.nodes
-        if n.op in ("call_module", "call_function") and _kinds_of_quant_node(q, n.name) & MUST_MATCH
+        if n.op in ("call_module", "call_function")
+        and _kinds_of_quant_node(q, n.name) & MUST_MATCH
     ]
     assert must, "the model has no quantized conv/linear?"
     assert [n for n in must if n not in paired] == []
@@ -52,9 +53,13 @@ def test_every_quantized_layer_is_matched(torchvision_model: Quantized) -> None:
     assert firsts == sorted(firsts)
 
 
-def test_propagated_sqnr_matches_independent_computation(torchvision_model: Quantized) -> None:
+def test_propagated_sqnr_matches_independent_computation(
+    torchvision_model: Quantized,
+) -> None:
     q = torchvision_model
-    report = fxns.compare_activations(q.float_model, q.quant_model, q.batches, mode="propagated")
+    report = fxns.compare_activations(
+        q.float_model, q.quant_model, q.batches, mode="propagated"
+    )
 
     sums: dict[str, Sums] = {row.name: Sums() for row in report.rows}
     outputs = Sums()
@@ -74,7 +79,9 @@ def test_propagated_sqnr_matches_independent_computation(torchvision_model: Quan
             assert got == expected, row.name
         else:
             assert got == pytest.approx(expected, abs=0.01), row.name
-        assert row.metrics["mse"] == pytest.approx(sums[row.name].mse(), rel=1e-3, abs=1e-12)
+        assert row.metrics["mse"] == pytest.approx(
+            sums[row.name].mse(), rel=1e-3, abs=1e-12
+        )
         assert row.metrics["cosine"] == pytest.approx(sums[row.name].cosine(), abs=1e-5)
     # The last row is the model output.
     assert report.rows[-1].metrics["sqnr"] == pytest.approx(outputs.sqnr(), abs=0.01)
@@ -82,7 +89,9 @@ def test_propagated_sqnr_matches_independent_computation(torchvision_model: Quan
 
 def test_shadow_gives_a_finite_row_for_every_pair(torchvision_model: Quantized) -> None:
     q = torchvision_model
-    report = fxns.compare_activations(q.float_model, q.quant_model, q.batches, mode="shadow")
+    report = fxns.compare_activations(
+        q.float_model, q.quant_model, q.batches, mode="shadow"
+    )
     m = fxns.match(q.float_model, q.quant_model)
     assert [r.name for r in report.rows] == [p.name for p in m.pairs]
     for row in report.rows:
@@ -100,7 +109,9 @@ def test_shadow_of_a_layer_is_its_own_error() -> None:
     from .conftest import torchvision_quantized
 
     q = torchvision_quantized("resnet18")
-    report = fxns.compare_activations(q.float_model, q.quant_model, q.batches[:1], mode="shadow")
+    report = fxns.compare_activations(
+        q.float_model, q.quant_model, q.batches[:1], mode="shadow"
+    )
     row = report["layer2.0.conv1"]
     q_acts = activations(q.quant_model, q.batches[0])
     node = next(n for n in q.quant_model.graph.nodes if n.name == row.quant_nodes[0])
@@ -113,7 +124,9 @@ def test_shadow_of_a_layer_is_its_own_error() -> None:
     assert row.metrics["sqnr"] == pytest.approx(sums.sqnr(), abs=0.01)
 
 
-def test_models_are_unchanged_by_every_public_call(torchvision_model: Quantized) -> None:
+def test_models_are_unchanged_by_every_public_call(
+    torchvision_model: Quantized,
+) -> None:
     q = torchvision_model
     check_float, check_quant = snapshot(q.float_model), snapshot(q.quant_model)
     batches = q.batches[:1]
@@ -143,7 +156,9 @@ def test_weights_compare_bn_folded_conv_against_folded_float_weight() -> None:
 
     # Independent: fold by hand, compare with the dequantized int8 weight.
     conv, bn = q.float_model.conv1, q.float_model.bn1
-    folded = conv.weight * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(-1, 1, 1, 1)
+    folded = conv.weight * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(
+        -1, 1, 1, 1
+    )
     qweight = q.quant_model.conv1.weight().dequantize()
     sums = Sums()
     sums.add(folded, qweight)

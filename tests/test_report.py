@@ -1,0 +1,82 @@
+"""Report: ordering, sorting, rendering, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+import fxns
+from fxns.report import LayerResult, Report
+
+
+def _report() -> Report:
+    def row(name: str, sqnr: float, kind: str = "conv2d") -> LayerResult:
+        return LayerResult(
+            name=name,
+            kind=kind,
+            float_nodes=(name.replace(".", "_"),),
+            quant_nodes=(name.replace(".", "_"),),
+            metrics={"sqnr": sqnr, "cosine": 0.99, "mse": 1e-3, "max_abs": 0.1},
+            float_ops=("nn.Conv2d",),
+            quant_ops=("nnq.Conv2d",),
+        )
+
+    return Report(
+        [row("a", 30.0), row("b", math.inf), row("c", 12.5), row("d", math.nan)],
+        mode="shadow",
+        meta={"batches": 3},
+    )
+
+
+def test_rows_keep_execution_order_and_index_by_name() -> None:
+    r = _report()
+    assert r.names == ["a", "b", "c", "d"]
+    assert r["c"].metrics["sqnr"] == 12.5
+    assert "a" in r and "z" not in r
+    with pytest.raises(KeyError, match="no row named 'z'"):
+        r["z"]
+
+
+def test_sort_puts_worst_first_and_nan_last() -> None:
+    r = _report()
+    assert [x.name for x in r.sorted_rows("sqnr")] == ["c", "a", "b", "d"]
+    assert [x.name for x in r.sorted_rows("sqnr", top=2)] == ["c", "a"]
+    assert [x.name for x in r.sorted_rows("mse")][-1] == "d"
+
+
+def test_unknown_metric_is_a_clear_error() -> None:
+    with pytest.raises(fxns.MetricError, match=r"unknown metric 'snr'.*sqnr"):
+        _report().table(sort_by="snr")
+
+
+def test_table_shows_names_kinds_ops_and_metrics() -> None:
+    text = str(_report())
+    assert text.splitlines()[0] == "fxns shadow comparison: 4 layers, 3 batches"
+    header = text.splitlines()[1].split()
+    assert header[:6] == ["name", "kind", "float", "op", "quant", "op"]
+    assert "nnq.Conv2d" in text and "12.50" in text and "inf" in text
+
+
+def test_json_round_trip_is_exact_and_strict() -> None:
+    r = _report()
+    text = r.to_json()
+    data = json.loads(text)  # strict JSON: no bare NaN or Infinity
+    assert data["rows"][1]["metrics"]["sqnr"] == "inf"
+    back = Report.from_json(text)
+    assert back.names == r.names
+    for a, b in zip(back.rows, r.rows, strict=True):
+        for k, v in a.metrics.items():
+            assert (math.isnan(v) and math.isnan(b.metrics[k])) or v == b.metrics[k]
+
+
+def test_csv_has_a_header_and_a_line_per_row(tmp_path) -> None:
+    path = tmp_path / "r.csv"
+    _report().to_csv(path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert [r["name"] for r in rows] == ["a", "b", "c", "d"]
+    assert rows[1]["sqnr"] == "inf"
+    assert rows[0]["float_ops"] == "nn.Conv2d"
