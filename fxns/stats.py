@@ -26,6 +26,13 @@ The metrics, over all elements of all batches:
 Sums merge by addition and maxima by ``max``, so statistics gathered over
 several batches, or several processes, combine into the statistics of all of
 them (:meth:`ErrorStats.merge`).
+
+NaN and ±Inf never enter the sums. An element pair in which either value is
+not finite is left out and counted instead (``nonfinite_float``,
+``nonfinite_quant``, ``excluded``), so the metrics describe the finite part
+and stay finite. Finding such values costs nothing on clean data: a NaN or Inf
+anywhere makes the sums already computed non-finite, and only then does a
+slower pass mask and count.
 """
 
 from __future__ import annotations
@@ -66,13 +73,20 @@ class ErrorStats:
         13.01
     """
 
+    # Element pairs in the sums (both values finite).
     n: int = 0
     ff: float = 0.0
     qq: float = 0.0
     fq: float = 0.0
     dd: float = 0.0
     max_abs: float = 0.0
+    # Batches (update calls) seen.
     batches: int = 0
+    # NaN or ±Inf elements seen on each side.
+    nonfinite_float: int = 0
+    nonfinite_quant: int = 0
+    # Element pairs left out of the sums because either value is NaN or ±Inf.
+    excluded: int = 0
 
     def update(self, f: torch.Tensor, q: torch.Tensor) -> None:
         """Add one batch: ``f`` float, ``q`` quantized (dequantized or not)."""
@@ -90,14 +104,46 @@ class ErrorStats:
         # channels-last): the subtraction pairs elements whatever the layout,
         # and the sums of squares run over each tensor's own memory order.
         d = torch.sub(f, q)
-        f, q, d = flat_view(f), flat_view(q), flat_view(d)
+        f_flat, q_flat, d = flat_view(f), flat_view(q), flat_view(d)
         lo, hi = torch.aminmax(d)
         ff, qq, dd, lo_, hi_ = torch.stack(
-            (torch.dot(f, f), torch.dot(q, q), torch.dot(d, d), lo, hi)
+            (
+                torch.dot(f_flat, f_flat),
+                torch.dot(q_flat, q_flat),
+                torch.dot(d, d),
+                lo,
+                hi,
+            )
         ).tolist()
+        if not math.isfinite(ff + qq + dd + lo_ + hi_):
+            # A NaN or Inf in either value (or a float32 overflow of the
+            # sums) poisons them: recount the finite part carefully.
+            self._update_nonfinite(f, q)
+            return
         # Σfq from the other three: exact algebra, no fourth pass over memory.
         fq = (ff + qq - dd) / 2.0
         self.add_sums(f.numel(), ff, qq, fq, dd, max(-lo_, hi_))
+
+    def _update_nonfinite(self, f: torch.Tensor, q: torch.Tensor) -> None:
+        """:meth:`update` for values with NaN/Inf: sums over the finite pairs
+        in float64 (no overflow), and counts of what was left out."""
+        finite_f = torch.isfinite(f)
+        finite_q = torch.isfinite(q)
+        both = finite_f & finite_q
+        # Boolean indexing walks f and q in the same logical order, whatever
+        # their memory layouts.
+        f64 = f[both].double()
+        q64 = q[both].double()
+        d = f64 - q64
+        n = f64.numel()
+        ff, qq, fq, dd = torch.stack(
+            (f64.dot(f64), q64.dot(q64), f64.dot(q64), d.dot(d))
+        ).tolist()
+        max_abs = float(d.abs().max()) if n else 0.0
+        self.nonfinite_float += f.numel() - int(finite_f.sum())
+        self.nonfinite_quant += q.numel() - int(finite_q.sum())
+        self.excluded += f.numel() - n
+        self.add_sums(n, ff, qq, fq, dd, max_abs)
 
     def add_sums(
         self, n: int, ff: float, qq: float, fq: float, dd: float, max_abs: float
@@ -129,6 +175,9 @@ class ErrorStats:
             dd=self.dd + other.dd,
             max_abs=max(self.max_abs, other.max_abs),
             batches=self.batches + other.batches,
+            nonfinite_float=self.nonfinite_float + other.nonfinite_float,
+            nonfinite_quant=self.nonfinite_quant + other.nonfinite_quant,
+            excluded=self.excluded + other.excluded,
         )
 
     def metrics(self) -> dict[str, float]:
