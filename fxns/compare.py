@@ -810,13 +810,21 @@ def _own_copy(model: nn.Module, role: str) -> nn.Module:
 
 
 def _first_uncopyable(model: nn.Module) -> str | None:
-    for name, module in model.named_modules():
-        if name and next(module.children(), None) is None:
+    """The innermost public submodule that ``copy.deepcopy`` fails on."""
+    path: list[str] = []
+    module = model
+    while True:
+        for name, child in module.named_children():
+            if name.startswith("_"):
+                continue  # internals such as _packed_params: name their owner
             try:
-                copy.deepcopy(module)
+                copy.deepcopy(child)
             except Exception:
-                return name
-    return None
+                path.append(name)
+                module = child
+                break
+        else:
+            return ".".join(path) or None
 
 
 def _eval_model(model: Any, role: str) -> nn.Module:

@@ -381,7 +381,7 @@ class Report:
         return text
 
     def _check_metric(self, name: str) -> None:
-        _check_metric(name, set(self.metric_names()) | set(METRICS), "this report")
+        _check_metric(name, set(self.metric_names()) | set(METRICS), "this report has")
 
     def _title(self) -> str:
         if not self.mode:
@@ -416,7 +416,7 @@ class VariantReport:
         known = set(METRICS)
         for report in self.reports.values():
             known.update(report.metric_names())
-        _check_metric(metric, known, "these reports")
+        _check_metric(metric, known, "these reports have")
         names: dict[str, str] = {}
         for report in self.reports.values():
             for row in report.rows:
@@ -443,10 +443,10 @@ def _ops_cell(ops: tuple[str, ...]) -> str:
 
 def _check_metric(name: object, known: set[str], where: str) -> None:
     if name not in known:
-        close = difflib.get_close_matches(str(name), sorted(known), n=1)
+        close = difflib.get_close_matches(str(name).lower(), sorted(known), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise MetricError(
-            f"unknown metric {name!r}; {hint}{where} has {', '.join(sorted(known))}"
+            f"unknown metric {name!r}; {hint}{where} {', '.join(sorted(known))}"
         )
 
 
