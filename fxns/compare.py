@@ -218,6 +218,7 @@ def compare_variants(
     input_fn: InputFn | None = None,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
+    distributed: bool = True,
 ) -> VariantReport:
     """Compare several quantized variants of one float model on the same data.
 
@@ -231,6 +232,7 @@ def compare_variants(
         input_fn: as for :func:`compare_activations`.
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
+        distributed: as for :func:`compare_activations`.
 
     Returns:
         A :class:`VariantReport`; ``print`` it for the side-by-side table.
@@ -275,6 +277,7 @@ def compare_variants(
             input_fn=input_fn,
             leaf_modules=leaf_modules,
             leaf_module_names=leaf_module_names,
+            distributed=distributed,
         )
         for name, model in variants.items()
     }

@@ -22,8 +22,9 @@ The exchange, run by every process in the same order:
 Cost: four small collectives for the whole report, whatever the number of
 layers. Any backend that reduces CPU tensors works; ``gloo`` is the usual one.
 
-A process that is interrupted (``KeyboardInterrupt``) or killed does not take
-part, and the others wait until the group's timeout, as with any collective.
+A process that is interrupted (``KeyboardInterrupt``), killed, or never calls
+:func:`fxns.collect` does not take part, and the others wait until the
+group's timeout, as with any collective.
 """
 
 from __future__ import annotations
