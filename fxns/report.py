@@ -277,7 +277,12 @@ class Report:
                 f"got {_summary(data)}; read files written by Report.to_json"
             )
         schema = data.get("schema", 1)
-        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ReportError(
+                f"this report's schema version {schema!r} is not a whole number; "
+                "read files written by Report.to_json"
+            )
+        if schema > SCHEMA_VERSION:
             raise ReportError(
                 f"this report has schema version {schema!r}, newer than the "
                 f"{SCHEMA_VERSION} this fxns reads; upgrade fxns to read it"
