@@ -24,11 +24,16 @@ from .compare import (
     compare_weights,
 )
 from .errors import (
+    ArgumentError,
     DataError,
+    DistributedError,
+    EngineError,
     FxnsError,
     InstrumentError,
     MetricError,
     ModelError,
+    ReportError,
+    RowError,
     TraceError,
 )
 from .match import Matching, Pair, match
@@ -37,7 +42,10 @@ from .stats import METRICS
 
 __all__ = [
     "METRICS",
+    "ArgumentError",
     "DataError",
+    "DistributedError",
+    "EngineError",
     "FxnsError",
     "InstrumentError",
     "LayerResult",
@@ -46,6 +54,8 @@ __all__ = [
     "ModelError",
     "Pair",
     "Report",
+    "ReportError",
+    "RowError",
     "TraceError",
     "VariantReport",
     "__version__",

@@ -1,7 +1,12 @@
 """The ``fxns`` command line.
 
 ``fxns demo`` trains, quantizes and compares a built-in model, with nothing
-to download. Errors print one line on stderr and exit with status 2.
+to download.
+
+Every error prints one line on stderr, ``fxns: error: ...``, and exits with a
+non-zero status: 2 for a usage mistake or an :class:`~fxns.errors.FxnsError`
+(whose message names the culprit and the fix), 1 for anything unexpected
+(``-v`` adds the traceback), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import FxnsError
 
@@ -29,15 +36,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except FxnsError as err:
-        print(f"fxns: error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     except KeyboardInterrupt:
         print("fxns: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.verbose:
+            traceback.print_exc()
+        _error(
+            f"{type(err).__name__}: {err}"
+            + ("" if args.verbose else " (run with -v for the traceback)")
+        )
+        return 1
+
+
+def _error(message: str) -> None:
+    """Print ``message`` as one line on stderr."""
+    line = " ".join(part.strip() for part in str(message).splitlines())
+    print(f"fxns: error: {line}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like fxns's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fxns",
         description=(
             "Find the layer where a quantized PyTorch model departs from its "

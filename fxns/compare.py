@@ -7,12 +7,25 @@ it for users who run the instrumented models in their own loop.
 None of these functions changes the models it is given: instrumented models
 are new ``GraphModule``s, and a model found in training mode is compared
 through an eval-mode copy (with a warning).
+
+Bad input is caught where it is first seen and raised as an
+:class:`~fxns.errors.FxnsError` subclass that names the culprit and the fix:
+objects that are not models, models with nothing in common, empty data,
+batches that do not fit, quantized operations the selected engine cannot run
+(``docs/bad-input.md`` has the full table). When a batch fails, the two models
+are run again on it, one node at a time, to name the node that failed.
+
+With ``torch.distributed`` initialised, :func:`compare_activations` and
+:func:`collect` merge the statistics of every process (:mod:`fxns.distributed`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -20,10 +33,17 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from .errors import DataError, FxnsError, ModelError
+from .distributed import check_in, group_for, reduce_stats
+from .errors import (
+    ArgumentError,
+    DataError,
+    EngineError,
+    FxnsError,
+    InstrumentError,
+    ModelError,
+)
 from .instrument import (
     Instrumented,
-    Probe,
     build_logger_pair,
     build_propagated,
     build_shadow,
@@ -74,18 +94,18 @@ def compare_weights(
     Returns:
         A :class:`Report` with one row per weighted layer.
 
+    Raises:
+        ModelError: a model is not an ``nn.Module``, or nothing in the
+            quantized model matches the float model.
+        TraceError: a model cannot be traced.
+
     Example:
         >>> r = fxns.compare_weights(float_model, quant_model)  # doctest: +SKIP
         >>> print(r.table(sort_by="sqnr", top=5))  # doctest: +SKIP
     """
     float_model = _eval_model(float_model, "float model")
     quant_model = _eval_model(quant_model, "quantized model")
-    matching = match(
-        float_model,
-        quant_model,
-        leaf_modules=leaf_modules,
-        leaf_module_names=leaf_module_names,
-    )
+    matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
     rows = []
     for w in weight_pairs(matching):
         stats = ErrorStats()
@@ -106,7 +126,8 @@ def compare_weights(
                 note,
             )
         )
-    return Report(rows, mode="weights", meta=_meta(matching))
+    _warn_nonfinite(rows)
+    return Report(rows, mode="weights", meta=_meta(matching, 0, rows))
 
 
 def compare_activations(
@@ -118,6 +139,7 @@ def compare_activations(
     input_fn: InputFn | None = None,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
+    distributed: bool = True,
 ) -> Report:
     """Run both models on ``data`` and report the error of every matched layer.
 
@@ -134,15 +156,26 @@ def compare_activations(
             ``lambda b: b[0]`` for ``(image, label)`` pairs.
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
+        distributed: when ``torch.distributed`` is initialised with several
+            processes, merge the statistics of all of them (each passing its
+            own share of the data) into one report, the same in every
+            process. ``False`` keeps this process's statistics only.
 
     Returns:
         A :class:`Report`, one row per matched pair, in execution order. The
-        statistics are running sums over every element of every batch.
+        statistics are running sums over every element of every batch; NaN
+        and Inf values are left out of them and counted per row.
 
     Raises:
-        DataError: ``data`` is empty or a batch does not fit the models.
+        DataError: ``data`` is empty or a batch does not fit the float model.
+        ModelError: a model is not an ``nn.Module``, nothing matches, or the
+            quantized model fails on a batch the float model runs on.
+        EngineError: the quantized engine cannot run one of the quantized
+            model's operations.
         TraceError: a model cannot be traced (the message says how to mark
             the culprit as a leaf).
+        DistributedError: another process of the group failed, or compared
+            other models.
 
     Example:
         >>> report = fxns.compare_activations(float_model, quant_model, batches,
@@ -150,21 +183,30 @@ def compare_activations(
         >>> report["layer1.0.conv1"].metrics["sqnr"]  # doctest: +SKIP
         31.2
     """
-    if mode not in MODES:
-        raise FxnsError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    float_model = _eval_model(float_model, "float model")
-    quant_model = _eval_model(quant_model, "quantized model")
-    matching = match(
-        float_model,
-        quant_model,
-        leaf_modules=leaf_modules,
-        leaf_module_names=leaf_module_names,
-    )
-    build = build_shadow if mode == "shadow" else build_propagated
-    inst = build(matching)
-    n_inputs = _n_inputs(matching.float_module)
-    batches = run_batches(inst.module, data, input_fn, n_inputs)
-    return report_from(inst, batches)
+    _check_mode(mode)
+    _check_input_fn(input_fn)
+    group = group_for(distributed)
+    try:
+        float_model = _eval_model(float_model, "float model")
+        quant_model = _eval_model(quant_model, "quantized model")
+        matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
+        build = build_shadow if mode == "shadow" else build_propagated
+        inst = build(matching)
+        batches = run_batches(
+            inst.module,
+            data,
+            input_fn,
+            _n_inputs(matching.float_module),
+            matching=matching,
+            allow_empty=group is not None,
+        )
+    except Exception as err:
+        if group is not None:
+            # Let the other processes know before raising, so that they
+            # raise too instead of waiting for this one forever.
+            check_in(group, (), {}, 0, failure=err)
+        raise
+    return report_from(inst, batches, group=group)
 
 
 def compare_variants(
@@ -176,6 +218,7 @@ def compare_variants(
     input_fn: InputFn | None = None,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
+    distributed: bool = True,
 ) -> VariantReport:
     """Compare several quantized variants of one float model on the same data.
 
@@ -189,28 +232,52 @@ def compare_variants(
         input_fn: as for :func:`compare_activations`.
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
+        distributed: as for :func:`compare_activations`.
 
     Returns:
         A :class:`VariantReport`; ``print`` it for the side-by-side table.
+
+    Raises:
+        ModelError: ``variants`` is not a non-empty mapping of name to
+            ``nn.Module``, or as for :func:`compare_activations`.
+        DataError, EngineError, TraceError: as for
+            :func:`compare_activations`.
 
     Example:
         >>> v = fxns.compare_variants(float_model, {"fused": q1, "unfused": q2},
         ...                           batches)  # doctest: +SKIP
         >>> print(v)  # doctest: +SKIP
     """
+    if not isinstance(variants, Mapping):
+        raise ModelError(
+            f"variants must be a dict of name → quantized model, got "
+            f"{type(variants).__name__}; e.g. variants={{'x86': q1, 'qnnpack': q2}}"
+        )
     if not variants:
-        raise DataError("no variants given; pass a dict of name → quantized model")
+        raise ModelError("no variants given; pass a dict of name → quantized model")
+    for name, model in variants.items():
+        if not isinstance(model, nn.Module):
+            raise ModelError(
+                f"variant {name!r} is a {type(model).__name__}, not a "
+                "torch.nn.Module; pass the quantized model object itself"
+            )
+    _check_mode(mode)
+    _check_input_fn(input_fn)
+    # Once here, so that a float model in training mode warns once, not once
+    # per variant.
+    float_model = _eval_model(float_model, "float model")
     if isinstance(data, Iterator):
         data = list(data)
     reports = {
         name: compare_activations(
             float_model,
-            model,
+            _eval_model(model, f"quantized model {name!r}"),
             data,
             mode=mode,
             input_fn=input_fn,
             leaf_modules=leaf_modules,
             leaf_module_names=leaf_module_names,
+            distributed=distributed,
         )
         for name, model in variants.items()
     }
@@ -230,20 +297,24 @@ def add_loggers(
     Values are compared as soon as both sides have produced them and then
     dropped, so memory does not grow with the number of batches.
 
+    Raises:
+        ModelError: a model is not an ``nn.Module``, cannot be copied, or
+            nothing in the quantized model matches the float model.
+        EngineError: copying the quantized model repacks its weights for the
+            selected quantized engine, and that engine cannot.
+        TraceError: a model cannot be traced.
+
     Example:
         >>> f_log, q_log = fxns.add_loggers(float_model, quant_model)  # doctest: +SKIP
         >>> for batch in batches:  # doctest: +SKIP
         ...     f_log(batch); q_log(batch)
         >>> print(fxns.collect(f_log, q_log))  # doctest: +SKIP
     """
-    float_model = copy.deepcopy(_eval_model(float_model, "float model"))
-    quant_model = copy.deepcopy(_eval_model(quant_model, "quantized model"))
-    matching = match(
-        float_model,
-        quant_model,
-        leaf_modules=leaf_modules,
-        leaf_module_names=leaf_module_names,
+    float_model = _own_copy(_eval_model(float_model, "float model"), "float model")
+    quant_model = _own_copy(
+        _eval_model(quant_model, "quantized model"), "quantized model"
     )
+    matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
     return build_logger_pair(matching)
 
 
@@ -259,46 +330,67 @@ def add_shadows(
     It takes the same inputs and returns the same outputs as the quantized
     model. Run it on your batches, then call :func:`collect`.
 
+    Raises:
+        ModelError, EngineError, TraceError: as for :func:`add_loggers`.
+
     Example:
         >>> s = fxns.add_shadows(float_model, quant_model)  # doctest: +SKIP
         >>> for batch in batches:  # doctest: +SKIP
         ...     s(batch)
         >>> print(fxns.collect(s))  # doctest: +SKIP
     """
-    float_model = copy.deepcopy(_eval_model(float_model, "float model"))
-    quant_model = copy.deepcopy(_eval_model(quant_model, "quantized model"))
-    matching = match(
-        float_model,
-        quant_model,
-        leaf_modules=leaf_modules,
-        leaf_module_names=leaf_module_names,
+    float_model = _own_copy(_eval_model(float_model, "float model"), "float model")
+    quant_model = _own_copy(
+        _eval_model(quant_model, "quantized model"), "quantized model"
     )
+    matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
     return build_shadow(matching).module
 
 
-def collect(*models: nn.Module) -> Report:
+def collect(*models: nn.Module, distributed: bool = True) -> Report:
     """The report of models made by :func:`add_loggers` or :func:`add_shadows`.
+
+    Each call reports everything run so far; it changes nothing, so calling it
+    again after more batches gives a report of all of them.
+
+    Args:
+        models: the two models from :func:`add_loggers`, or the one from
+            :func:`add_shadows`.
+        distributed: as for :func:`compare_activations`: with
+            ``torch.distributed`` initialised, every process calls
+            ``collect`` and gets the report of all their batches.
+
+    Raises:
+        ModelError: the models were not made by fxns (or by different calls).
+        DataError: no batch has been run through them yet.
 
     Example:
         >>> print(fxns.collect(f_log, q_log))  # doctest: +SKIP
         >>> print(fxns.collect(shadow_model))  # doctest: +SKIP
     """
+    for model in models:
+        if not isinstance(model, nn.Module):
+            raise ModelError(
+                f"collect() takes models, got a {type(model).__name__}; pass the "
+                "two models returned by add_loggers, or the one from add_shadows"
+            )
+    group = group_for(distributed)
     states = [state_of(m) for m in models]
     if len(models) == 1 and states[0] is not None and states[0].exchange is None:
-        return report_from(states[0])
+        return report_from(states[0], group=group, require_batches=True)
     if len(models) == 2 and states[0] is not None and states[0].exchange is not None:
         inst, exchange = states[0], states[0].exchange
         if states[1] is not inst:
             raise ModelError(
                 "these two logger models come from different add_loggers calls"
             )
-        if exchange.pending_values():
-            warnings.warn(
+        pending = exchange.pending_values()
+        if pending:
+            _warn(
                 "some logged values have no counterpart from the other model yet: "
-                "run both logger models on the same batches",
-                stacklevel=2,
+                "run both logger models on the same batches"
             )
-        return report_from(inst)
+        return report_from(inst, group=group, require_batches=not pending)
     raise ModelError(
         "collect() takes the two models returned by add_loggers, or the one "
         "returned by add_shadows"
@@ -308,32 +400,61 @@ def collect(*models: nn.Module) -> Report:
 # --- running ---------------------------------------------------------------------
 
 
+EMPTY_DATA = "data is empty: give at least one batch"
+
+
 def run_batches(
-    module: nn.Module, data: Any, input_fn: InputFn | None, n_inputs: int | None = None
+    module: nn.Module,
+    data: Any,
+    input_fn: InputFn | None,
+    n_inputs: int | None = None,
+    *,
+    matching: Matching | None = None,
+    allow_empty: bool = False,
 ) -> int:
-    """Run ``module`` on every batch of ``data``; return the number of batches."""
+    """Run ``module`` on every batch of ``data``; return the number of batches.
+
+    Args:
+        module: the instrumented model.
+        data: as for :func:`compare_activations`.
+        input_fn: as for :func:`compare_activations`.
+        n_inputs: the number of arguments the models take, if fixed.
+        matching: the matching ``module`` was built from; when a batch fails,
+            its two models are run on the batch to name the failing node.
+        allow_empty: return 0 for empty data instead of raising.
+
+    Raises:
+        DataError, ModelError, EngineError, InstrumentError: see
+            :func:`diagnose`.
+    """
+    # GraphModule.__call__ prints the generated code of a failing line to
+    # stderr; fxns reports failures itself, naming the node.
+    forward = module.forward if isinstance(module, fx.GraphModule) else module
     count = 0
     with torch.no_grad():
         for index, batch in enumerate(iter_batches(data)):
-            args = batch_args(input_fn(batch) if input_fn is not None else batch, index)
+            args = _model_args(batch, index, input_fn)
             if n_inputs is not None and len(args) != n_inputs:
                 raise DataError(
                     f"batch {index} gives {len(args)} model argument(s) but the model "
                     f"takes {n_inputs}; pass input_fn= to pick the inputs out of each "
                     "batch (e.g. input_fn=lambda b: b[0] for (input, label) pairs)"
                 )
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if tensors and all(t.numel() == 0 for t in tensors):
+                raise DataError(
+                    f"batch {index} is empty ({_describe(args)}); drop empty "
+                    "batches from the data"
+                )
             try:
-                module(*args)
+                forward(*args)
             except FxnsError:
                 raise
             except Exception as err:
-                raise DataError(
-                    f"the models failed on batch {index} "
-                    f"({_describe(args)}): {type(err).__name__}: {_first_line(err)}"
-                ) from err
+                raise diagnose(matching, args, index, err) from err
             count += 1
-    if count == 0:
-        raise DataError("data is empty: give at least one batch")
+    if count == 0 and not allow_empty:
+        raise DataError(EMPTY_DATA)
     return count
 
 
@@ -357,33 +478,133 @@ def iter_batches(data: Any) -> Iterator[Any]:
     yield from iterator
 
 
-def batch_args(batch: Any, index: int) -> tuple[Any, ...]:
+def batch_args(
+    batch: Any, index: int, what: str = "batch {index} is"
+) -> tuple[Any, ...]:
     """The positional model arguments of one batch."""
     if isinstance(batch, torch.Tensor):
         return (batch,)
     if isinstance(batch, tuple | list):
         return tuple(batch)
     raise DataError(
-        f"batch {index} is a {type(batch).__name__}; a batch must be a Tensor or a "
-        "tuple of model arguments (use input_fn= to convert yours)"
+        f"{what.format(index=index)} a {type(batch).__name__}; a batch must be a "
+        "Tensor or a tuple of model arguments (use input_fn= to convert yours)"
     )
 
 
-def report_from(inst: Instrumented, batches: int | None = None) -> Report:
-    """Rows from the probes of an instrumented model."""
+def diagnose(
+    matching: Matching | None, args: tuple[Any, ...], index: int, err: Exception
+) -> FxnsError:
+    """The error to raise when the instrumented model failed on a batch.
+
+    Runs the float model, then the quantized one, on the batch one node at a
+    time (``torch.fx.Interpreter``) to find which of them fails and where:
+
+    - the float model fails: the batch does not fit (:class:`DataError`);
+    - a quantized op fails for the engine: :class:`EngineError`;
+    - only the quantized model fails: :class:`ModelError`;
+    - neither fails on its own: the instrumented model is at fault
+      (:class:`InstrumentError`).
+
+    This costs one more forward pass of each model, on failure only.
+    """
+    batch = f"batch {index} ({_describe(args)})"
+    roles = (
+        (
+            ("float model", matching.float_module),
+            ("quantized model", matching.quant_module),
+        )
+        if matching is not None
+        else ()
+    )
+    for role, gm in roles:
+        found = _failing_node(gm, args)
+        if found is None:
+            continue
+        node, cause = found
+        where = _where(gm, node)
+        what = f"{type(cause).__name__}: {_first_line(cause)}"
+        if _is_engine_error(cause):
+            return _engine_error(f"the {role}'s {where}", what)
+        if role == "float model":
+            return DataError(
+                f"{batch} does not fit the float model: its {where} fails with "
+                f"{what}. Give batches of the shape and dtype the model takes, "
+                "or pass input_fn= to convert each batch"
+            )
+        assert matching is not None
+        unquantized = _FLOAT_INTO_QUANTIZED.search(str(cause))
+        advice = "Check that the quantized model runs on its own on this batch"
+        if unquantized:
+            what = f"{type(cause).__name__}: {unquantized.group(0)}"
+            advice = (
+                f"{unquantized.group(1)} got a float tensor where it needs a "
+                "quantized one: put a QuantStub (eager mode) or "
+                "quantize_per_tensor before it"
+            )
+        if matching.unmatched_float or matching.unmatched_quant:
+            advice += f"; is it made from this float model? ({matching.summary()})"
+        return ModelError(
+            f"the quantized model fails on {batch} although the float model runs "
+            f"on it: its {where} fails with {what}. {advice}"
+        )
+    what = f"{type(err).__name__}: {_first_line(err)}"
+    if _is_engine_error(err):
+        return _engine_error("an operation of the quantized model", what)
+    if matching is None:
+        return DataError(f"the models failed on {batch}: {what}")
+    return InstrumentError(
+        f"the instrumented model failed on {batch} although both models run on "
+        f"it on their own: {what}. This is a fault in fxns; compare with "
+        "mode='propagated' (or 'shadow') meanwhile, and report it with the models"
+    )
+
+
+def report_from(
+    inst: Instrumented,
+    batches: int | None = None,
+    *,
+    group: Any = None,
+    require_batches: bool = False,
+) -> Report:
+    """Rows from the probes of an instrumented model.
+
+    Args:
+        inst: the instrumented model.
+        batches: how many batches it ran (default: the most any probe saw).
+        group: a ``torch.distributed`` process group to merge the statistics
+            of (see :mod:`fxns.distributed`), or ``None``.
+        require_batches: raise :class:`DataError` if nothing has run.
+    """
+    stats = {name: probe.stats for name, probe in inst.probes.items()}
+    notes = {name: probe.error for name, probe in inst.probes.items() if probe.error}
+    if batches is None:
+        batches = max((s.batches for s in stats.values()), default=0)
+    processes = 1
+    if group is not None:
+        info = check_in(group, [p.name for p in inst.pairs], notes, batches)
+        notes, batches, processes = info.notes, sum(info.batches), len(info.batches)
+        stats = reduce_stats(stats, group)
+    if batches == 0 and (require_batches or group is not None) and stats:
+        raise DataError(
+            EMPTY_DATA
+            if not require_batches
+            else "nothing has run through these models yet: call them on your "
+            "batches before collect()"
+        )
+
     rows = []
     for pair in inst.pairs:
-        probe: Probe | None = inst.probes.get(pair.name)
         note = pair.note
-        stats: ErrorStats | None = None
-        if probe is None:
+        pair_stats: ErrorStats | None = None
+        if pair.name not in stats:
             note = inst.skipped.get(pair.name, "not instrumented")
-        elif probe.error:
-            note = probe.error
-        elif probe.stats.batches == 0:
+        elif pair.name in notes:
+            note = notes[pair.name]
+        elif stats[pair.name].batches == 0:
             note = "never ran"
         else:
-            stats = probe.stats
+            pair_stats = stats[pair.name]
         rows.append(
             _row(
                 pair.name,
@@ -392,14 +613,13 @@ def report_from(inst: Instrumented, batches: int | None = None) -> Report:
                 pair.quant_nodes,
                 pair.float_ops,
                 pair.quant_ops,
-                stats,
+                pair_stats,
                 note,
             )
         )
-    meta = _meta(inst.matching)
-    if batches is None:
-        batches = max((p.stats.batches for p in inst.probes.values()), default=0)
-    meta["batches"] = batches
+    _warn_nonfinite(rows)
+    meta = _meta(inst.matching, batches, rows)
+    meta["processes"] = processes
     return Report(rows, mode=inst.mode, meta=meta)
 
 
@@ -416,29 +636,198 @@ def _row(
     stats: ErrorStats | None,
     note: str,
 ) -> LayerResult:
+    metrics: dict[str, float] = {}
+    if stats is not None:
+        seen = stats.n + stats.excluded
+        if stats.n == 0:
+            # Metrics of nothing would be NaN: say why there are none.
+            note = _join(
+                note,
+                f"not compared: every one of the {seen} value pairs has a NaN or Inf"
+                if stats.excluded
+                else "not compared: the values are empty",
+            )
+        else:
+            metrics = stats.metrics()
+            if stats.excluded:
+                note = _join(
+                    note,
+                    f"metrics over the {stats.n} of {seen} value pairs "
+                    "with no NaN or Inf",
+                )
     return LayerResult(
         name=name,
         kind=kind,
         float_nodes=float_nodes,
         quant_nodes=quant_nodes,
-        metrics=stats.metrics() if stats is not None else {},
+        metrics=metrics,
         float_ops=float_ops,
         quant_ops=quant_ops,
         note=note,
         elements=stats.n if stats is not None else 0,
+        nonfinite_float=stats.nonfinite_float if stats is not None else 0,
+        nonfinite_quant=stats.nonfinite_quant if stats is not None else 0,
     )
 
 
-def _meta(matching: Matching) -> dict[str, Any]:
+def _join(note: str, more: str) -> str:
+    return f"{note}; {more}" if note else more
+
+
+def _meta(matching: Matching, batches: int, rows: list[LayerResult]) -> dict[str, Any]:
+    """What a report needs to say about how it was made (see Report.meta)."""
     from . import __version__
 
     return {
         "fxns_version": __version__,
         "torch_version": torch.__version__,
         "engine": torch.backends.quantized.engine,
+        # Batches run, and element pairs compared over all rows and batches.
+        "batches": batches,
+        "elements": sum(row.elements for row in rows),
         "unmatched_float": list(matching.unmatched_float),
         "unmatched_quant": list(matching.unmatched_quant),
     }
+
+
+def _warn_nonfinite(rows: list[LayerResult]) -> None:
+    hit = [r for r in rows if r.nonfinite_float or r.nonfinite_quant]
+    if not hit:
+        return
+    names = ", ".join(r.name for r in hit[:3]) + (", ..." if len(hit) > 3 else "")
+    n_float = sum(r.nonfinite_float for r in hit)
+    n_quant = sum(r.nonfinite_quant for r in hit)
+    _warn(
+        f"NaN or Inf values in {len(hit)} layer(s) ({names}): {n_float} on the "
+        f"float side, {n_quant} on the quantized side. Their metrics cover the "
+        "finite values only; the report's 'nan/inf f/q' column counts them. "
+        "Check the inputs, or the first of these layers."
+    )
+
+
+def _match(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    leaf_modules: Sequence[type[nn.Module]],
+    leaf_module_names: Sequence[str],
+) -> Matching:
+    """:func:`match`, and a :class:`ModelError` if nothing matches."""
+    matching = match(
+        float_model,
+        quant_model,
+        leaf_modules=leaf_modules,
+        leaf_module_names=leaf_module_names,
+    )
+    if matching.pairs:
+        return matching
+    counts = []
+    advice = []
+    for role, og in (
+        ("float model", matching.float_graph),
+        ("quantized model", matching.quant_graph),
+    ):
+        assert og is not None
+        n = sum(1 for _ in og.op_nodes())
+        counts.append(f"{n} in the {role} ({type(og.gm).__name__})")
+        if n == 0:
+            none = _returns_none(og.gm)
+            advice.append(
+                f"the {role} has no operations torch.fx can see"
+                + (
+                    " and returns None (quantization drops computations whose "
+                    "results are unused): return the values to compare"
+                    if none
+                    else ""
+                )
+            )
+    if not advice:
+        advice.append(
+            "is the quantized model made from this float model? Pass the float "
+            "model it was quantized from"
+        )
+    raise ModelError(
+        f"no operation of the quantized model matches one of the float model "
+        f"(operations: {', '.join(counts)}); {'; '.join(advice)}"
+    )
+
+
+def _returns_none(gm: fx.GraphModule) -> bool:
+    outputs = [n for n in gm.graph.nodes if n.op == "output"]
+    return all(n.args == (None,) for n in outputs)
+
+
+def _check_mode(mode: object) -> None:
+    if mode not in MODES:
+        raise ArgumentError(
+            f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}"
+        )
+
+
+def _check_input_fn(input_fn: object) -> None:
+    if input_fn is not None and not callable(input_fn):
+        raise ArgumentError(
+            f"input_fn must be a function from a batch to the model's arguments, "
+            f"got a {type(input_fn).__name__}; e.g. input_fn=lambda b: b[0]"
+        )
+
+
+def _model_args(batch: Any, index: int, input_fn: InputFn | None) -> tuple[Any, ...]:
+    if input_fn is None:
+        return batch_args(batch, index)
+    try:
+        picked = input_fn(batch)
+    except Exception as err:
+        raise DataError(
+            f"input_fn failed on batch {index} ({_describe_value(batch)}): "
+            f"{type(err).__name__}: {_first_line(err)}; it must return the model's "
+            "argument(s) for every batch"
+        ) from err
+    return batch_args(picked, index, "input_fn returned for batch {index}")
+
+
+def _own_copy(model: nn.Module, role: str) -> nn.Module:
+    """A deep copy of ``model``, with an error that names what cannot be copied.
+
+    Copying a quantized module repacks its weights for the selected quantized
+    engine, which fails if that engine cannot run the module.
+    """
+    try:
+        return copy.deepcopy(model)
+    except Exception as err:
+        culprit = _first_uncopyable(model)
+        where = (
+            f"its module '{culprit}' ({type(model.get_submodule(culprit)).__name__})"
+            if culprit is not None
+            else "it"
+        )
+        what = f"{type(err).__name__}: {_first_line(err)}"
+        if _is_engine_error(err):
+            raise _engine_error(
+                f"the {role}'s {where.removeprefix('its ')}", what
+            ) from err
+        raise ModelError(
+            f"fxns works on a copy of the {role}, and copy.deepcopy fails on "
+            f"{where}: {what}. Make the model deep-copyable (or, for a model in "
+            "training mode, call .eval() on it so that no copy is needed)"
+        ) from err
+
+
+def _first_uncopyable(model: nn.Module) -> str | None:
+    """The innermost public submodule that ``copy.deepcopy`` fails on."""
+    path: list[str] = []
+    module = model
+    while True:
+        for name, child in module.named_children():
+            if name.startswith("_"):
+                continue  # internals such as _packed_params: name their owner
+            try:
+                copy.deepcopy(child)
+            except Exception:
+                path.append(name)
+                module = child
+                break
+        else:
+            return ".".join(path) or None
 
 
 def _eval_model(model: Any, role: str) -> nn.Module:
@@ -461,13 +850,12 @@ def _eval_model(model: Any, role: str) -> nn.Module:
     ]
     if not training:
         return model
-    warnings.warn(
+    _warn(
         f"the {role} is in training mode ({', '.join(training[:3])}"
         f"{', ...' if len(training) > 3 else ''}); comparing an eval-mode copy. "
-        "Call .eval() on it to silence this warning.",
-        stacklevel=3,
+        "Call .eval() on it to silence this warning."
     )
-    return copy.deepcopy(model).eval()
+    return _own_copy(model, role).eval()
 
 
 def _depends_on_training(module: nn.Module) -> bool:
@@ -496,15 +884,103 @@ def _n_inputs(gm: fx.GraphModule) -> int | None:
 
 
 def _describe(args: tuple[Any, ...]) -> str:
-    parts = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            parts.append(f"Tensor{list(a.shape)} {str(a.dtype).removeprefix('torch.')}")
-        else:
-            parts.append(type(a).__name__)
-    return ", ".join(parts)
+    return ", ".join(_describe_value(a) for a in args)
 
 
-def _first_line(err: BaseException) -> str:
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, tuple | list) and len(value) <= 4:
+        inner = ", ".join(_describe_value(v) for v in value)
+        return f"{type(value).__name__}({inner})"
+    return type(value).__name__
+
+
+class _NodeTracker(fx.Interpreter):
+    """Runs a GraphModule node by node, remembering the node being run."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.extra_traceback = False
+        self.current: fx.Node | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n
+        return super().run_node(n)
+
+
+def _failing_node(
+    gm: fx.GraphModule, args: tuple[Any, ...]
+) -> tuple[fx.Node, Exception] | None:
+    tracker = _NodeTracker(gm)
+    try:
+        with torch.no_grad():
+            tracker.run(*args)
+    except Exception as err:
+        if tracker.current is not None:
+            return tracker.current, err
+    return None
+
+
+def _where(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        return f"module '{node.target}' ({type(module).__name__})"
+    if node.op == "call_function":
+        target = node.target
+        name = (
+            str(target)
+            if isinstance(target, torch._ops.OpOverloadPacket | torch._ops.OpOverload)
+            else getattr(target, "__name__", str(target))
+        )
+        return f"node '{node.name}' ({name})"
+    if node.op == "call_method":
+        return f"node '{node.name}' (.{node.target}())"
+    return f"node '{node.name}'"
+
+
+# Messages of quantized kernels that the selected engine cannot run.
+_ENGINE_FAILURE = re.compile(
+    r"NoQEngine|Didn't find engine|not supported by (?:QNNPACK|ONEDNN|FBGEMM|X86)"
+    r"|(?:QNNPACK|ONEDNN|FBGEMM|X86) only supports",
+    re.IGNORECASE,
+)
+
+
+# A quantized kernel called with a float tensor.
+_FLOAT_INTO_QUANTIZED = re.compile(
+    r"Could not run '(quantized::\w+)' with arguments from the 'CPU' backend"
+)
+
+
+def _is_engine_error(err: BaseException) -> bool:
+    return bool(_ENGINE_FAILURE.search(str(err)))
+
+
+def _engine_error(where: str, what: str) -> EngineError:
+    engine = torch.backends.quantized.engine
+    others = [e for e in torch.backends.quantized.supported_engines if e != engine]
+    return EngineError(
+        f"{where} cannot run on the '{engine}' quantized engine: {what}. Set "
+        "torch.backends.quantized.engine to the engine the model was quantized "
+        f"for before calling fxns (this build also has {', '.join(others)})"
+    )
+
+
+def _warn(message: str) -> None:
+    """``warnings.warn`` pointing at the first caller outside fxns."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _first_line(err: BaseException, limit: int = 240) -> str:
     text = str(err).strip()
-    return text.splitlines()[0] if text else ""
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -10,11 +10,16 @@ object (module path, node, argument) and say what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "DataError",
+    "DistributedError",
+    "EngineError",
     "FxnsError",
     "InstrumentError",
     "MetricError",
     "ModelError",
+    "ReportError",
+    "RowError",
     "TraceError",
 ]
 
@@ -49,9 +54,39 @@ class InstrumentError(FxnsError, RuntimeError):
     """An instrumented model could not be built or failed while running."""
 
 
+class EngineError(FxnsError, RuntimeError):
+    """The selected quantized engine (``torch.backends.quantized.engine``)
+    cannot run an operation of the quantized model.
+
+    The message names the operation, the engine, and the engines to try.
+    """
+
+
+class ArgumentError(FxnsError, ValueError):
+    """An option that fxns does not accept: an unknown ``mode``, an
+    ``input_fn`` that is not callable, a ``top`` that is not a number, ..."""
+
+
+class ReportError(FxnsError, ValueError):
+    """A saved report that cannot be read: not JSON, not a report, or written
+    by a newer fxns."""
+
+
+class DistributedError(FxnsError, RuntimeError):
+    """The processes of a ``torch.distributed`` group disagree: they compared
+    different models, or one of them failed."""
+
+
 class MetricError(FxnsError, KeyError):
     """A metric or column name that fxns does not know."""
 
     def __str__(self) -> str:
         # KeyError quotes its argument; a message reads better unquoted.
+        return str(self.args[0]) if self.args else ""
+
+
+class RowError(FxnsError, KeyError):
+    """A row (layer) name that is not in the report."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

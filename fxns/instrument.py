@@ -699,7 +699,9 @@ class _GraphBuilder:
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
         gm = fx.GraphModule(self.root, self.graph, class_name)
-        gm.eval()
+        # Not gm.eval(): that would recurse into the caller's modules, which
+        # gm holds, and change their flags.
+        gm.training = False
         return gm
 
 

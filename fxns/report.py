@@ -10,6 +10,7 @@ float model and prints them side by side.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
@@ -20,18 +21,21 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .errors import MetricError
+from .errors import ArgumentError, MetricError, ReportError, RowError
 from .stats import HIGHER_IS_BETTER, METRICS
 
 __all__ = ["SCHEMA_VERSION", "LayerResult", "Report", "VariantReport"]
 
-SCHEMA_VERSION = 1
+# Version of the JSON layout written by Report.to_dict; readers accept this
+# version and older ones. 2 added the non-finite counts.
+SCHEMA_VERSION = 2
 
 # Column names of the table and the exports.
 NAME = "name"
 KIND = "kind"
 FLOAT_OPS = "float op"
 QUANT_OPS = "quant op"
+NONFINITE = "nan/inf f/q"
 NOTE = "note"
 
 
@@ -62,6 +66,10 @@ class LayerResult:
     note: str = ""
     # Elements compared, over all batches (0 for weights compared once).
     elements: int = 0
+    # NaN or ±Inf values seen on each side, over all batches; the metrics
+    # cover only the element pairs in which both values are finite.
+    nonfinite_float: int = 0
+    nonfinite_quant: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite metrics become "inf", "-inf", "nan"."""
@@ -75,6 +83,8 @@ class LayerResult:
             "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
             "note": self.note,
             "elements": self.elements,
+            "nonfinite_float": self.nonfinite_float,
+            "nonfinite_quant": self.nonfinite_quant,
         }
 
     @classmethod
@@ -90,6 +100,8 @@ class LayerResult:
             quant_ops=tuple(data.get("quant_ops", ())),
             note=data.get("note", ""),
             elements=int(data.get("elements", 0)),
+            nonfinite_float=int(data.get("nonfinite_float", 0)),
+            nonfinite_quant=int(data.get("nonfinite_quant", 0)),
         )
 
 
@@ -114,7 +126,11 @@ class Report:
         for row in self.rows:
             if row.name == name:
                 return row
-        raise KeyError(f"no row named {name!r} in this report")
+        close = difflib.get_close_matches(str(name), self.names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise RowError(
+            f"no row named {name!r} in this report{hint} (report.names lists them all)"
+        )
 
     def get(self, name: str) -> LayerResult | None:
         """The row called ``name``, or ``None``."""
@@ -149,6 +165,7 @@ class Report:
             >>> [r.name for r in report.sorted_rows("sqnr", top=3)]  # doctest: +SKIP
             ['fc', 'layer4.1.conv2', 'add_7']
         """
+        _check_top(top)
         rows = list(self.rows)
         if sort_by is not None:
             self._check_metric(sort_by)
@@ -187,13 +204,21 @@ class Report:
         Example:
             >>> text = report.table(sort_by="sqnr", top=3)  # doctest: +SKIP
         """
+        if isinstance(metrics, str):
+            raise ArgumentError(
+                f"metrics={metrics!r} is one name; pass a list, "
+                f"e.g. metrics=[{metrics!r}]"
+            )
         columns = list(metrics) if metrics is not None else self.metric_names()
         for metric in columns:
             self._check_metric(metric)
         rows = self.sorted_rows(sort_by, top)
         has_notes = any(row.note for row in rows)
-        headers = [NAME, KIND, FLOAT_OPS, QUANT_OPS, *columns] + (
-            [NOTE] if has_notes else []
+        has_nonfinite = any(row.nonfinite_float or row.nonfinite_quant for row in rows)
+        headers = (
+            [NAME, KIND, FLOAT_OPS, QUANT_OPS, *columns]
+            + ([NONFINITE] if has_nonfinite else [])
+            + ([NOTE] if has_notes else [])
         )
         body = []
         for row in rows:
@@ -204,12 +229,14 @@ class Report:
                 _ops_cell(row.quant_ops),
             ]
             line += [row.metrics.get(m, "") for m in columns]
+            if has_nonfinite:
+                line.append(f"{row.nonfinite_float}/{row.nonfinite_quant}")
             if has_notes:
                 line.append(row.note)
             body.append(line)
         title = self._title()
         formats = (
-            [""] * 4 + [floatfmt or _FORMATS.get(m, ".4g") for m in columns] + [""]
+            [""] * 4 + [floatfmt or _FORMATS.get(m, ".4g") for m in columns] + [""] * 2
         )
         text = tabulate(body, headers=headers, tablefmt=tablefmt, floatfmt=formats)
         return f"{title}\n{text}" if title else text
@@ -238,9 +265,37 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ReportError: ``data`` is not a report, or was written by a newer
+                fxns (its ``schema`` is above :data:`SCHEMA_VERSION`).
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("rows"), list):
+            raise ReportError(
+                f"not an fxns report: expected a JSON object with a 'rows' list, "
+                f"got {_summary(data)}; read files written by Report.to_json"
+            )
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ReportError(
+                f"this report's schema version {schema!r} is not a whole number; "
+                "read files written by Report.to_json"
+            )
+        if schema > SCHEMA_VERSION:
+            raise ReportError(
+                f"this report has schema version {schema!r}, newer than the "
+                f"{SCHEMA_VERSION} this fxns reads; upgrade fxns to read it"
+            )
+        try:
+            rows = [LayerResult.from_dict(r) for r in data["rows"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ReportError(
+                f"a row of this report is malformed ({type(err).__name__}: {err}); "
+                "read files written by Report.to_json"
+            ) from err
         return cls(
-            rows=[LayerResult.from_dict(r) for r in data["rows"]],
+            rows=rows,
             mode=data.get("mode", ""),
             meta=dict(data.get("meta", {})),
         )
@@ -258,11 +313,30 @@ class Report:
 
     @classmethod
     def from_json(cls, source: str | Path) -> Report:
-        """Read a report written by :meth:`to_json` (a path or the JSON text)."""
+        """Read a report written by :meth:`to_json` (a path or the JSON text).
+
+        The round trip is exact: every number, name, note and ``meta`` entry
+        comes back as it was written.
+
+        Raises:
+            ReportError: the text is not JSON, or not an fxns report.
+
+        Example:
+            >>> back = Report.from_json(report.to_json())  # doctest: +SKIP
+            >>> back.to_dict() == report.to_dict()  # doctest: +SKIP
+            True
+        """
         text = str(source)
-        if not text.lstrip().startswith("{"):
+        if isinstance(source, Path) or not text.lstrip().startswith(("{", "[")):
             text = Path(source).read_text(encoding="utf-8")
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            where = "" if text.lstrip().startswith("{") else f" in {str(source)!r}"
+            raise ReportError(
+                f"not JSON{where}: {err}; read files written by Report.to_json"
+            ) from err
+        return cls.from_dict(data)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """Write the report as CSV to ``path`` (if given) and return the text.
@@ -285,6 +359,8 @@ class Report:
                 "float_nodes",
                 "quant_nodes",
                 *metrics,
+                "nonfinite_float",
+                "nonfinite_quant",
                 "note",
             ]
         )
@@ -302,7 +378,7 @@ class Report:
                     _json_float(row.metrics[m]) if m in row.metrics else ""
                     for m in metrics
                 ]
-                + [row.note]
+                + [row.nonfinite_float, row.nonfinite_quant, row.note]
             )
         text = out.getvalue()
         if path is not None:
@@ -310,11 +386,7 @@ class Report:
         return text
 
     def _check_metric(self, name: str) -> None:
-        known = set(self.metric_names()) | set(METRICS)
-        if name not in known:
-            raise MetricError(
-                f"unknown metric {name!r}; this report has {', '.join(sorted(known))}"
-            )
+        _check_metric(name, set(self.metric_names()) | set(METRICS), "this report has")
 
     def _title(self) -> str:
         if not self.mode:
@@ -346,6 +418,10 @@ class VariantReport:
         floatfmt: str | None = None,
     ) -> str:
         """One row per float layer, one ``metric`` column per variant."""
+        known = set(METRICS)
+        for report in self.reports.values():
+            known.update(report.metric_names())
+        _check_metric(metric, known, "these reports have")
         names: dict[str, str] = {}
         for report in self.reports.values():
             for row in report.rows:
@@ -368,6 +444,27 @@ _FORMATS = {"sqnr": ".2f", "cosine": ".6f", "mse": ".3g", "max_abs": ".3g"}
 
 def _ops_cell(ops: tuple[str, ...]) -> str:
     return "+".join(ops)
+
+
+def _check_metric(name: object, known: set[str], where: str) -> None:
+    if name not in known:
+        close = difflib.get_close_matches(str(name).lower(), sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MetricError(
+            f"unknown metric {name!r}; {hint}{where} {', '.join(sorted(known))}"
+        )
+
+
+def _check_top(top: object) -> None:
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool)):
+        raise ArgumentError(f"top must be a whole number of rows or None, got {top!r}")
+
+
+def _summary(value: object) -> str:
+    if isinstance(value, Mapping):
+        keys = ", ".join(map(repr, list(value)[:5]))
+        return f"an object with keys {keys}" if keys else "an empty object"
+    return f"a JSON {type(value).__name__}"
 
 
 def _json_float(value: float) -> float | str:

@@ -26,6 +26,13 @@ The metrics, over all elements of all batches:
 Sums merge by addition and maxima by ``max``, so statistics gathered over
 several batches, or several processes, combine into the statistics of all of
 them (:meth:`ErrorStats.merge`).
+
+NaN and ±Inf never enter the sums. An element pair in which either value is
+not finite is left out and counted instead (``nonfinite_float``,
+``nonfinite_quant``, ``excluded``), so the metrics describe the finite part
+and stay finite. Finding such values costs nothing on clean data: a NaN or Inf
+anywhere makes the sums already computed non-finite, and only then does a
+slower pass mask and count.
 """
 
 from __future__ import annotations
@@ -66,13 +73,20 @@ class ErrorStats:
         13.01
     """
 
+    # Element pairs in the sums (both values finite).
     n: int = 0
     ff: float = 0.0
     qq: float = 0.0
     fq: float = 0.0
     dd: float = 0.0
     max_abs: float = 0.0
+    # Batches (update calls) seen.
     batches: int = 0
+    # NaN or ±Inf elements seen on each side.
+    nonfinite_float: int = 0
+    nonfinite_quant: int = 0
+    # Element pairs left out of the sums because either value is NaN or ±Inf.
+    excluded: int = 0
 
     def update(self, f: torch.Tensor, q: torch.Tensor) -> None:
         """Add one batch: ``f`` float, ``q`` quantized (dequantized or not)."""
@@ -86,18 +100,43 @@ class ErrorStats:
         if f.numel() == 0:
             self.batches += 1
             return
-        # f and q may be laid out differently (quantized kernels favour
-        # channels-last): the subtraction pairs elements whatever the layout,
-        # and the sums of squares run over each tensor's own memory order.
-        d = torch.sub(f, q)
-        f, q, d = flat_view(f), flat_view(q), flat_view(d)
-        lo, hi = torch.aminmax(d)
-        ff, qq, dd, lo_, hi_ = torch.stack(
-            (torch.dot(f, f), torch.dot(q, q), torch.dot(d, d), lo, hi)
-        ).tolist()
+        ff, qq, dd, max_abs = _sums(f, q)
+        if not math.isfinite(ff + qq + dd):
+            # A NaN or Inf in either value (or a float32 overflow) made the
+            # sums non-finite: take them again over the finite pairs only.
+            self._update_nonfinite(f, q)
+            return
         # Σfq from the other three: exact algebra, no fourth pass over memory.
         fq = (ff + qq - dd) / 2.0
-        self.add_sums(f.numel(), ff, qq, fq, dd, max(-lo_, hi_))
+        self.add_sums(f.numel(), ff, qq, fq, dd, max_abs)
+
+    def _update_nonfinite(self, f: torch.Tensor, q: torch.Tensor) -> None:
+        """:meth:`update` for values with NaN/Inf, or whose sums overflow float32.
+
+        Pairs with a non-finite value are zeroed on both sides, which takes
+        them out of every sum, and counted. Sums that still overflow float32
+        are taken again in float64.
+        """
+        # |x| < inf is False for NaN and ±Inf; about twice as fast as isfinite.
+        finite_f = f.abs() < math.inf
+        finite_q = q.abs() < math.inf
+        both = finite_f & finite_q
+        n_f, n_q, n = (
+            int(c)
+            for c in torch.stack(
+                [torch.count_nonzero(m) for m in (finite_f, finite_q, both)]
+            ).tolist()
+        )
+        f = torch.where(both, f, 0.0)
+        q = torch.where(both, q, 0.0)
+        sums = _sums(f, q)
+        if not math.isfinite(sum(sums)):
+            sums = _sums(f.double(), q.double())
+        ff, qq, dd, max_abs = sums
+        self.nonfinite_float += f.numel() - n_f
+        self.nonfinite_quant += q.numel() - n_q
+        self.excluded += f.numel() - n
+        self.add_sums(n, ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
 
     def add_sums(
         self, n: int, ff: float, qq: float, fq: float, dd: float, max_abs: float
@@ -129,6 +168,9 @@ class ErrorStats:
             dd=self.dd + other.dd,
             max_abs=max(self.max_abs, other.max_abs),
             batches=self.batches + other.batches,
+            nonfinite_float=self.nonfinite_float + other.nonfinite_float,
+            nonfinite_quant=self.nonfinite_quant + other.nonfinite_quant,
+            excluded=self.excluded + other.excluded,
         )
 
     def metrics(self) -> dict[str, float]:
@@ -136,6 +178,23 @@ class ErrorStats:
         return metrics_from_sums(
             self.n, self.ff, self.qq, self.fq, self.dd, self.max_abs
         )
+
+
+def _sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float]:
+    """Σf², Σq², Σ(f−q)² and max|f−q| of two tensors of the same shape.
+
+    Five passes over memory, no copies. f and q may be laid out differently
+    (quantized kernels favour channels-last): the subtraction pairs elements
+    whatever the layout, and the sums of squares run over each tensor's own
+    memory order.
+    """
+    d = torch.sub(f, q)
+    f, q, d = flat_view(f), flat_view(q), flat_view(d)
+    lo, hi = torch.aminmax(d)
+    ff, qq, dd, lo_, hi_ = torch.stack(
+        (torch.dot(f, f), torch.dot(q, q), torch.dot(d, d), lo, hi)
+    ).tolist()
+    return ff, qq, dd, max(-lo_, hi_)
 
 
 def metrics_from_sums(

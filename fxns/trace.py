@@ -24,9 +24,9 @@ from typing import Any
 
 from torch import fx, nn
 
-from .errors import ModelError, TraceError
+from .errors import ArgumentError, ModelError, TraceError
 
-__all__ = ["LeafTracer", "trace"]
+__all__ = ["LeafTracer", "check_leaf_options", "trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ def trace(
 
     Raises:
         ModelError: ``model`` is not an ``nn.Module``.
+        ArgumentError: ``leaf_modules`` or ``leaf_module_names`` is not a list
+            of module classes or of names.
         TraceError: ``torch.fx`` cannot trace ``model``; the message names the
             module and how to keep it as a leaf.
 
@@ -111,6 +113,7 @@ def trace(
             f"the {role} must be a torch.nn.Module, got {type(model).__name__}; "
             "pass the model object itself (not its state_dict or a path)"
         )
+    check_leaf_options(leaf_modules, leaf_module_names)
     if isinstance(model, fx.GraphModule):
         return model
 
@@ -123,6 +126,40 @@ def trace(
     gm = fx.GraphModule(tracer.root, graph, name)
     logger.debug("traced %s %s: %d nodes", role, name, len(graph.nodes))
     return gm
+
+
+def check_leaf_options(leaf_modules: object, leaf_module_names: object) -> None:
+    """Raise :class:`ArgumentError` unless the leaf options are lists of
+    ``nn.Module`` classes and of module names.
+
+    Example:
+        >>> check_leaf_options([torch.nn.LSTM], ["encoder.block"])
+    """
+    if isinstance(leaf_module_names, str) or not isinstance(
+        leaf_module_names, Iterable
+    ):
+        raise ArgumentError(
+            f"leaf_module_names must be a list of submodule names, got "
+            f"{leaf_module_names!r}; e.g. leaf_module_names=[{leaf_module_names!r}]"
+        )
+    for name in leaf_module_names:
+        if not isinstance(name, str):
+            raise ArgumentError(
+                f"leaf_module_names holds {name!r}, not a name; give qualified "
+                "submodule names such as 'layer1.0' (model.named_modules())"
+            )
+    if isinstance(leaf_modules, type) or not isinstance(leaf_modules, Iterable):
+        shown = getattr(leaf_modules, "__name__", repr(leaf_modules))
+        raise ArgumentError(
+            f"leaf_modules must be a list of module classes, got {shown}; "
+            f"e.g. leaf_modules=[{shown}]"
+        )
+    for cls in leaf_modules:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ArgumentError(
+                f"leaf_modules holds {cls!r}, not an nn.Module subclass; give "
+                "the class (MyBlock), not an instance (MyBlock()) or a name"
+            )
 
 
 def _is_torch_module(m: nn.Module) -> bool:

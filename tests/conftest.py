@@ -83,14 +83,12 @@ def snapshot(model: nn.Module) -> Callable[[], None]:
     """Record everything fxns must not change; the returned function checks it."""
     state = {k: _copy(v) for k, v in model.state_dict().items()}
     params = {k: id(v) for k, v in model.named_parameters()}
+    buffers = {k: id(v) for k, v in model.named_buffers()}
     training = {k: m.training for k, m in model.named_modules()}
-    hooks = {
-        k: (len(m._forward_hooks), len(m._forward_pre_hooks))
-        for k, m in model.named_modules()
-    }
+    hooks = _hooks(model)
     code = model.code if isinstance(model, fx.GraphModule) else None
-    children = [k for k, _ in model.named_modules()]
-    attributes = set(model.__dict__)
+    children = {k: id(m) for k, m in model.named_modules()}
+    attributes = {k: set(m.__dict__) for k, m in model.named_modules()}
 
     def check() -> None:
         now = model.state_dict()
@@ -98,18 +96,32 @@ def snapshot(model: nn.Module) -> Callable[[], None]:
         for k, v in state.items():
             assert _same(now[k], v), k
         assert {k: id(v) for k, v in model.named_parameters()} == params
+        assert {k: id(v) for k, v in model.named_buffers()} == buffers
         assert {k: m.training for k, m in model.named_modules()} == training
-        assert {
-            k: (len(m._forward_hooks), len(m._forward_pre_hooks))
-            for k, m in model.named_modules()
-        } == hooks
-        assert [k for k, _ in model.named_modules()] == children
-        assert set(model.__dict__) == attributes
+        assert _hooks(model) == hooks
+        assert {k: id(m) for k, m in model.named_modules()} == children
+        assert {k: set(m.__dict__) for k, m in model.named_modules()} == attributes
         if code is not None:
             assert isinstance(model, fx.GraphModule)
             assert model.code == code
 
     return check
+
+
+def _hooks(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """How many hooks of each kind every submodule has."""
+    kinds = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+    )
+    return {
+        k: tuple(len(getattr(m, kind, {})) for kind in kinds)
+        for k, m in model.named_modules()
+    }
 
 
 def _copy(value: object) -> object:
