@@ -25,9 +25,9 @@ def main() -> None:
     # The usual FX graph-mode recipe: prepare, calibrate, convert.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        prepared = prepare_fx(
-            copy.deepcopy(float_model), get_default_qconfig_mapping("x86"), (batches[0],)
-        )
+        qconfig_mapping = get_default_qconfig_mapping("x86")
+        example = (batches[0],)
+        prepared = prepare_fx(copy.deepcopy(float_model), qconfig_mapping, example)
         with torch.no_grad():
             for b in batches:
                 prepared(b)
