@@ -160,7 +160,7 @@ def build_op_graph(gm: fx.GraphModule) -> OpGraph:
 class _Builder:
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
-        self.modules = dict(gm.named_modules())
+        self.modules = dict(gm.named_modules(remove_duplicate=False))
         self.nodes: dict[str, OpNode] = {}
         self.uses: list[Use] = []
         self.internal: list[tuple[str, str]] = []

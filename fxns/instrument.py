@@ -519,12 +519,16 @@ class _Shadow:
 def shadow_input(value: Any) -> Any:
     """What a float shadow receives for a quantized-model value.
 
-    A new contiguous float32 tensor: new, so that in-place ops on either side
-    cannot reach the other; contiguous, because float kernels are fastest on
-    the layout the float model uses (quantized kernels favour channels-last).
+    A new contiguous tensor: new, so that in-place ops on either side cannot
+    reach the other; contiguous, because float kernels are fastest on the
+    layout the float model uses (quantized kernels favour channels-last).
+    Quantized, half and bfloat16 values become float32; integer values (the
+    indices of an embedding) keep their type.
     """
     if not isinstance(value, torch.Tensor):
         return value
+    if not (value.is_quantized or value.is_floating_point()):
+        return value.contiguous().clone()
     fresh = as_float(value)
     if fresh is value:
         return value.contiguous().clone()
@@ -601,7 +605,7 @@ def _with_loggers(
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     root: dict[str, Any] = {}
-    modules = dict(og.gm.named_modules())
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
     for node in og.gm.graph.nodes:
         new = graph.node_copy(node, lambda a: env[a.name])
         env[node.name] = new
@@ -630,8 +634,8 @@ class _GraphBuilder:
         self.quant_env: dict[str, fx.Node] = {}
         self.float_consts: dict[str, fx.Node] = {}
         self.probe_targets: list[str] = []
-        self.f_modules = dict(fg.gm.named_modules())
-        self.q_modules = dict(qg.gm.named_modules())
+        self.f_modules = dict(fg.gm.named_modules(remove_duplicate=False))
+        self.q_modules = dict(qg.gm.named_modules(remove_duplicate=False))
 
     def add_module(self, target: str, module: nn.Module) -> str:
         self.root[target] = module

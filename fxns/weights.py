@@ -88,7 +88,7 @@ def fold_batch_norm(weight: torch.Tensor, bn: nn.Module) -> torch.Tensor:
 
 
 def _first_weight(og: OpGraph, fx_nodes: tuple[str, ...]) -> torch.Tensor | None:
-    modules = dict(og.gm.named_modules())
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
     for name in fx_nodes:
         node = og.fx_node(name)
         weight: Any = None
@@ -165,7 +165,7 @@ _UNPACK = {
 
 
 def _batch_norm_after(og: OpGraph, fx_nodes: tuple[str, ...]) -> nn.Module | None:
-    modules = dict(og.gm.named_modules())
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
     for name in fx_nodes:
         node = og.fx_node(name)
         if node.op != "call_module":
