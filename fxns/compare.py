@@ -29,7 +29,8 @@ from .instrument import (
     build_shadow,
     state_of,
 )
-from .match import Matching, match
+from .match import Matching, Pair, match
+from .ops import element_name
 from .report import LayerResult, Report, VariantReport
 from .stats import ErrorStats
 from .weights import weight_pairs
@@ -91,12 +92,13 @@ def compare_weights(
         stats = ErrorStats()
         note = w.note
         try:
-            stats.update(w.float_weight, w.quant_weight)
+            if w.quant_weight is not None:
+                stats.update(w.float_weight, w.quant_weight)
         except ValueError as err:
             note = f"not compared: {err}"
         rows.append(
             _row(
-                w.pair.name,
+                w.name,
                 w.pair.kind,
                 w.pair.float_nodes,
                 w.pair.quant_nodes,
@@ -370,7 +372,11 @@ def batch_args(batch: Any, index: int) -> tuple[Any, ...]:
 
 
 def report_from(inst: Instrumented, batches: int | None = None) -> Report:
-    """Rows from the probes of an instrumented model."""
+    """Rows from the probes of an instrumented model.
+
+    A pair whose value is a tuple (an LSTM's ``(output, (h_n, c_n))``) gets
+    one row per tensor in it, named ``<pair>[<element>]`` (``rnn[h_n]``).
+    """
     rows = []
     for pair in inst.pairs:
         probe: Probe | None = inst.probes.get(pair.name)
@@ -380,6 +386,9 @@ def report_from(inst: Instrumented, batches: int | None = None) -> Report:
             note = inst.skipped.get(pair.name, "not instrumented")
         elif probe.error:
             note = probe.error
+        elif probe.elements:
+            rows.extend(_element_rows(pair, probe))
+            continue
         elif probe.stats.batches == 0:
             note = "never ran"
         else:
@@ -398,12 +407,29 @@ def report_from(inst: Instrumented, batches: int | None = None) -> Report:
         )
     meta = _meta(inst.matching)
     if batches is None:
-        batches = max((p.stats.batches for p in inst.probes.values()), default=0)
+        batches = max((p.batches for p in inst.probes.values()), default=0)
     meta["batches"] = batches
     return Report(rows, mode=inst.mode, meta=meta)
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _element_rows(pair: Pair, probe: Probe) -> list[LayerResult]:
+    kind = pair.kind.split("+")[-1]
+    return [
+        _row(
+            f"{pair.name}[{element_name(kind, path)}]",
+            pair.kind,
+            pair.float_nodes,
+            pair.quant_nodes,
+            pair.float_ops,
+            pair.quant_ops,
+            stats,
+            pair.note,
+        )
+        for path, stats in sorted(probe.elements.items())
+    ]
 
 
 def _row(
