@@ -470,6 +470,9 @@ def _meta(matching: Matching) -> dict[str, Any]:
 def _eval_model(model: Any, role: str) -> nn.Module:
     """``model`` itself if in eval mode, else an eval-mode copy (with a warning).
 
+    A prepared model (observers or fake-quants) is always used through a copy
+    whose observers are switched off (see :func:`_with_observers_frozen`).
+
     A model counts as in training mode when its own flag is set (tracing bakes
     ``if self.training`` branches into the graph) or when a module whose
     numbers depend on the flag (batch norm, dropout, QAT) has it set. Quantized
@@ -485,15 +488,35 @@ def _eval_model(model: Any, role: str) -> nn.Module:
         for name, m in model.named_modules()
         if m.training and (m is model or _depends_on_training(m))
     ]
-    if not training:
+    if training:
+        warnings.warn(
+            f"the {role} is in training mode ({', '.join(training[:3])}"
+            f"{', ...' if len(training) > 3 else ''}); comparing an eval-mode "
+            "copy. Call .eval() on it to silence this warning.",
+            stacklevel=3,
+        )
+        model = copy.deepcopy(model).eval()
+        copied = True
+    else:
+        copied = False
+    return _with_observers_frozen(model, copied)
+
+
+def _with_observers_frozen(model: nn.Module, copied: bool) -> nn.Module:
+    """A prepared model (observers, fake-quants) as a copy whose observers
+    record nothing: running it must not change the user's statistics, and its
+    fake-quants keep the scales they were calibrated to for every batch."""
+    from torch.ao.quantization import disable_observer
+    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    if not any(isinstance(m, ObserverBase | FakeQuantizeBase) for m in model.modules()):
         return model
-    warnings.warn(
-        f"the {role} is in training mode ({', '.join(training[:3])}"
-        f"{', ...' if len(training) > 3 else ''}); comparing an eval-mode copy. "
-        "Call .eval() on it to silence this warning.",
-        stacklevel=3,
-    )
-    return copy.deepcopy(model).eval()
+    if not copied:
+        model = copy.deepcopy(model)
+    # Fake-quants stop observing; bare observers still record, into the copy.
+    model.apply(disable_observer)
+    return model
 
 
 def _depends_on_training(module: nn.Module) -> bool:
