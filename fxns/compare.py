@@ -520,11 +520,12 @@ def _with_observers_frozen(model: nn.Module, copied: bool) -> nn.Module:
 
 
 def _depends_on_training(module: nn.Module) -> bool:
-    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
-
+    # Fake-quants compute the same in either mode (what they do in training,
+    # observing, fxns switches off anyway), and a QAT conv with frozen batch
+    # norm leaves its weight fake-quant in training mode on ``.eval()``.
     if type(module).__module__.startswith("torch.ao.nn.quantized"):
         return False  # inference-only modules: the flag changes nothing
-    if isinstance(module, (*_TRAINING_SENSITIVE, FakeQuantizeBase)):
+    if isinstance(module, _TRAINING_SENSITIVE):
         return True
     dropout = getattr(module, "dropout", 0.0)
     return isinstance(dropout, float) and dropout > 0.0

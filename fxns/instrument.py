@@ -846,12 +846,14 @@ def _quant_read(qg: OpGraph, pair: Pair) -> str:
 
     - the fake-quant modules of a prepared model (observers too, which change
       nothing);
-    - in a reference model, the ``quantize`` of a dq → op → q pattern: its
-      users are all ``dequantize`` and the op is a reference module or a
-      function, not a float module left unquantized (qconfig ``None``) nor a
-      weight-only one (embeddings), whose following quantize belongs to the
-      consumer. A function left unquantized in a reference model looks just
-      like the pattern, and is read after the quantize.
+    - in a reference model, the ``quantize`` of a dq → op → q pattern (its
+      users are all ``dequantize``), unless the op is quantized weight-only
+      (embeddings): their output is float, and the quantize belongs to the
+      consumer. In a lowered model a quantize after a float op feeds a
+      quantized kernel, not a ``dequantize``: it is the consumer's input, so
+      a layer left in float (qconfig ``None``) reads as identical there. In a
+      reference model such a layer cannot be told from a quantized one (both
+      are dq → float op → q), and its row includes that quantize.
     """
     node = qg.fx_node(pair.quant_nodes[-1])
     while (user := _only_pass_user(qg, node)) is not None:
@@ -864,7 +866,7 @@ def _quant_read(qg: OpGraph, pair: Pair) -> str:
         and _target_name(user).startswith("quantize_per_")
         and user.users
         and all(_target_name(u) == "dequantize" for u in user.users)
-        and _computes_in_float(qg, node, pair)
+        and not set(pair.quant_kind.split("+")) & WEIGHT_ONLY_KINDS
     ):
         return user.name
     return node.name
@@ -885,19 +887,6 @@ def _is_fake_quant(qg: OpGraph, node: fx.Node) -> bool:
         return False
     module = qg.gm.get_submodule(str(node.target))
     return isinstance(module, FakeQuantizeBase | ObserverBase)
-
-
-def _computes_in_float(qg: OpGraph, node: fx.Node, pair: Pair) -> bool:
-    """Whether ``node`` is the float op of a reference dq → op → q pattern."""
-    if set(pair.quant_kind.split("+")) & WEIGHT_ONLY_KINDS:
-        return False
-    if node.op == "call_module":
-        module = qg.gm.get_submodule(str(node.target))
-        return any(
-            type(m).__module__.startswith("torch.ao.nn.quantized.reference")
-            for m in module.modules()
-        )
-    return node.op in ("call_function", "call_method")
 
 
 def _target_name(node: fx.Node) -> str:
