@@ -570,22 +570,22 @@ class _Shadow:
 def shadow_input(value: Any) -> Any:
     """What a float shadow receives for a quantized-model value.
 
-    A new contiguous tensor: new, so that in-place ops on either side cannot
-    reach the other; contiguous, because float kernels are fastest on the
-    layout the float model uses (quantized kernels favour channels-last).
-    Quantized, half and bfloat16 values become float32; integer values (the
-    indices of an embedding) keep their type.
+    A new tensor, so that in-place ops on either side cannot reach the other,
+    in the memory layout the quantized model had (quantized kernels favour
+    channels-last): a float kernel then computes bit for bit what the same
+    kernel computes inside the quantized model, so a layer left in float
+    reads as identical. Quantized, half and bfloat16 values become float32;
+    integer values (the indices of an embedding) keep their type. Tuples and
+    lists (an LSTM's state) are converted element by element.
     """
     if isinstance(value, tuple | list):
         return type(value)(shadow_input(v) for v in value)
     if not isinstance(value, torch.Tensor):
         return value
     if not (value.is_quantized or value.is_floating_point()):
-        return value.contiguous().clone()
+        return value.clone()
     fresh = as_float(value)
-    if fresh is value:
-        return value.contiguous().clone()
-    return fresh.contiguous()
+    return value.clone() if fresh is value else fresh
 
 
 # --- two separate models, for the user's own loop -----------------------------------
