@@ -613,9 +613,16 @@ class _Exchange:
         else:
             # Kept until the other model runs: copy it, since later in-place
             # ops of this forward pass may change the tensor.
-            if isinstance(value, torch.Tensor):
-                value = value.detach().clone()
-            self.pending.setdefault((side, name), deque()).append(value)
+            self.pending.setdefault((side, name), deque()).append(_kept(value))
+
+
+def _kept(value: Any) -> Any:
+    """A copy of the tensors in ``value`` (a tensor, or a tuple of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return type(value)(_kept(v) for v in value)
+    return value
 
 
 class SideLogger(nn.Module):

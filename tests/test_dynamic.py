@@ -213,3 +213,28 @@ def test_probe_says_why_differently_shaped_tuples_are_not_compared() -> None:
     other = Probe("none")
     other((None, 3), (None, 3))
     assert other.error.startswith("not compared: the values are tuple and tuple")
+
+
+def test_loggers_for_the_users_own_loop_handle_tuple_values() -> None:
+    torch.manual_seed(0)
+    model = SeqModel().eval()
+    batches = [torch.randn(5, 2, 8) for _ in range(2)]
+    quant = quantize_dynamic(model, "fx", (batches[0],), {nn.LSTM, nn.Linear})
+    f_log, q_log = fxns.add_loggers(model, quant)
+    for x in batches:
+        f_log(x)
+        q_log(x)
+    mine = fxns.collect(f_log, q_log)
+    theirs = fxns.compare_activations(model, quant, batches, mode="propagated")
+    assert (
+        mine.names
+        == theirs.names
+        == [
+            "lstm[output]",
+            "lstm[h_n]",
+            "lstm[c_n]",
+            "fc",
+        ]
+    )
+    for a, b in zip(mine.rows, theirs.rows, strict=True):
+        assert a.metrics["sqnr"] == pytest.approx(b.metrics["sqnr"], abs=1e-6)
