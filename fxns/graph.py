@@ -433,7 +433,7 @@ class _Builder:
     def _note_shared_qparams(self) -> None:
         """Note the calls that share one output scale and zero point.
 
-        A quantized module (it has a ``scale``) called several times, and a
+        A quantized module (it has an output ``scale``) called several times, a
         ``FloatFunctional``/``QFunctional`` whose observer sees several calls,
         quantize every call's output with the same parameters, fitted to the
         range of all of them.
@@ -451,7 +451,7 @@ class _Builder:
                     observed[path].add(k)
             elif node.op == "call_module" and self.roles.get(node.name) is Role.OP:
                 target = str(node.target)
-                if hasattr(self.modules[target], "scale"):
+                if _is_quantized_module(self.modules[target]):
                     k = len(calls[target])
                     calls[target][k] = [node.name]
                     observed[target].add(k)
@@ -473,6 +473,13 @@ class _Builder:
         if node.op in ("call_function", "call_method"):
             return ops.display_name(node.target)
         return node.op
+
+
+def _is_quantized_module(module: nn.Module) -> bool:
+    """A torch module with an output scale (``nnq.Conv2d``, ``nniq.ConvReLU2d``)."""
+    return type(module).__module__.startswith("torch.ao.nn.") and hasattr(
+        module, "scale"
+    )
 
 
 def _group_parts(parts: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -864,7 +864,7 @@ def _quant_read(qg: OpGraph, pair: Pair) -> str:
     """
     node = qg.fx_node(pair.quant_nodes[-1])
     while (user := _only_pass_user(qg, node)) is not None:
-        if not _is_fake_quant(qg, user):
+        if not _is_observer_or_fake_quant(qg, user):
             break
         node = user
     user = _only_pass_user(qg, node)
@@ -886,7 +886,7 @@ def _only_pass_user(qg: OpGraph, node: fx.Node) -> fx.Node | None:
     return None
 
 
-def _is_fake_quant(qg: OpGraph, node: fx.Node) -> bool:
+def _is_observer_or_fake_quant(qg: OpGraph, node: fx.Node) -> bool:
     from torch.ao.quantization.fake_quantize import FakeQuantizeBase
     from torch.ao.quantization.observer import ObserverBase
 

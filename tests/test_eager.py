@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 from torch import nn
 
@@ -95,8 +96,8 @@ class Functional(nn.Module):
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         self.bn = nn.BatchNorm2d(3)
         self.relu = nn.ReLU()
-        self.ff = nn.quantized.FloatFunctional()
-        self.joint = nn.quantized.FloatFunctional()
+        self.ff = nnq.FloatFunctional()
+        self.joint = nnq.FloatFunctional()
         self.dequant = tq.DeQuantStub()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
