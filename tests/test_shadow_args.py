@@ -92,7 +92,9 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_shadow_gets_dequantized_tensors_and_the_original_scalars(case: str) -> None:
+def test_cases_02_03_shadow_gets_dequantized_tensors_and_original_scalars(
+    case: str,
+) -> None:
     make, shape, row_name = CASES[case]
     torch.manual_seed(0)
     model = make().eval()
