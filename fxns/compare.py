@@ -49,7 +49,8 @@ from .instrument import (
     build_shadow,
     state_of,
 )
-from .match import Matching, match
+from .match import Matching, Pair, match
+from .ops import element_name
 from .report import LayerResult, Report, VariantReport
 from .stats import ErrorStats
 from .weights import weight_pairs
@@ -111,12 +112,13 @@ def compare_weights(
         stats = ErrorStats()
         note = w.note
         try:
-            stats.update(w.float_weight, w.quant_weight)
+            if w.quant_weight is not None:
+                stats.update(w.float_weight, w.quant_weight)
         except ValueError as err:
             note = f"not compared: {err}"
         rows.append(
             _row(
-                w.pair.name,
+                w.name,
                 w.pair.kind,
                 w.pair.float_nodes,
                 w.pair.quant_nodes,
@@ -569,6 +571,9 @@ def report_from(
 ) -> Report:
     """Rows from the probes of an instrumented model.
 
+    A pair whose value is a tuple (an LSTM's ``(output, (h_n, c_n))``) gets
+    one row per tensor in it, named ``<pair>[<element>]`` (``rnn[h_n]``).
+
     Args:
         inst: the instrumented model.
         batches: how many batches it ran (default: the most any probe saw).
@@ -576,7 +581,12 @@ def report_from(
             of (see :mod:`fxns.distributed`), or ``None``.
         require_batches: raise :class:`DataError` if nothing has run.
     """
-    stats = {name: probe.stats for name, probe in inst.probes.items()}
+    # Tuple values (LSTM outputs) keep one set of sums per element.
+    stats: dict[str, ErrorStats] = {}
+    for name, probe in inst.probes.items():
+        stats[name] = probe.stats
+        for path in probe.elements:
+            stats[_element_key(name, path)] = probe.elements[path]
     notes = {name: probe.error for name, probe in inst.probes.items() if probe.error}
     if batches is None:
         batches = max((s.batches for s in stats.values()), default=0)
@@ -601,6 +611,11 @@ def report_from(
             note = inst.skipped.get(pair.name, "not instrumented")
         elif pair.name in notes:
             note = notes[pair.name]
+        elif inst.probes[pair.name].elements:
+            paths = sorted(inst.probes[pair.name].elements)
+            elements = {p: stats[_element_key(pair.name, p)] for p in paths}
+            rows.extend(_element_rows(pair, elements))
+            continue
         elif stats[pair.name].batches == 0:
             note = "never ran"
         else:
@@ -624,6 +639,29 @@ def report_from(
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _element_key(name: str, path: tuple[int, ...]) -> str:
+    return f"{name}\x00{path}"
+
+
+def _element_rows(
+    pair: Pair, elements: dict[tuple[int, ...], ErrorStats]
+) -> list[LayerResult]:
+    kind = pair.kind.split("+")[-1]
+    return [
+        _row(
+            f"{pair.name}[{element_name(kind, path)}]",
+            pair.kind,
+            pair.float_nodes,
+            pair.quant_nodes,
+            pair.float_ops,
+            pair.quant_ops,
+            stats,
+            pair.note,
+        )
+        for path, stats in elements.items()
+    ]
 
 
 def _row(
@@ -833,6 +871,9 @@ def _first_uncopyable(model: nn.Module) -> str | None:
 def _eval_model(model: Any, role: str) -> nn.Module:
     """``model`` itself if in eval mode, else an eval-mode copy (with a warning).
 
+    A prepared model (observers or fake-quants) is always used through a copy
+    whose observers are switched off (see :func:`_with_observers_frozen`).
+
     A model counts as in training mode when its own flag is set (tracing bakes
     ``if self.training`` branches into the graph) or when a module whose
     numbers depend on the flag (batch norm, dropout, QAT) has it set. Quantized
@@ -848,22 +889,40 @@ def _eval_model(model: Any, role: str) -> nn.Module:
         for name, m in model.named_modules()
         if m.training and (m is model or _depends_on_training(m))
     ]
-    if not training:
+    if training:
+        _warn(
+            f"the {role} is in training mode ({', '.join(training[:3])}"
+            f"{', ...' if len(training) > 3 else ''}); comparing an eval-mode "
+            "copy. Call .eval() on it to silence this warning."
+        )
+        return _with_observers_frozen(_own_copy(model, role).eval(), role, True)
+    return _with_observers_frozen(model, role, False)
+
+
+def _with_observers_frozen(model: nn.Module, role: str, copied: bool) -> nn.Module:
+    """A prepared model (observers, fake-quants) as a copy whose observers
+    record nothing: running it must not change the user's statistics, and its
+    fake-quants keep the scales they were calibrated to for every batch."""
+    from torch.ao.quantization import disable_observer
+    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    if not any(isinstance(m, ObserverBase | FakeQuantizeBase) for m in model.modules()):
         return model
-    _warn(
-        f"the {role} is in training mode ({', '.join(training[:3])}"
-        f"{', ...' if len(training) > 3 else ''}); comparing an eval-mode copy. "
-        "Call .eval() on it to silence this warning."
-    )
-    return _own_copy(model, role).eval()
+    if not copied:
+        model = _own_copy(model, role)
+    # Fake-quants stop observing; bare observers still record, into the copy.
+    model.apply(disable_observer)
+    return model
 
 
 def _depends_on_training(module: nn.Module) -> bool:
-    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
-
+    # Fake-quants compute the same in either mode (what they do in training,
+    # observing, fxns switches off anyway), and a QAT conv with frozen batch
+    # norm leaves its weight fake-quant in training mode on ``.eval()``.
     if type(module).__module__.startswith("torch.ao.nn.quantized"):
         return False  # inference-only modules: the flag changes nothing
-    if isinstance(module, (*_TRAINING_SENSITIVE, FakeQuantizeBase)):
+    if isinstance(module, _TRAINING_SENSITIVE):
         return True
     dropout = getattr(module, "dropout", 0.0)
     return isinstance(dropout, float) and dropout > 0.0

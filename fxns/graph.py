@@ -12,7 +12,11 @@
    becomes ``conv2d → relu``. A ``batch_norm`` that directly follows a conv or
    linear (and is its only consumer) stays attached to it, on both sides,
    because every quantization flow folds it into the weights.
-3. Each edge records, for every place the producer's value is used, which
+3. An op whose value is a tuple (LSTM, ``chunk``; see
+   :data:`fxns.ops.MULTI_OUTPUT`) stays one operation: the ``getitem`` nodes
+   that take it apart only select elements, and are collapsed into the edges
+   like pass-throughs, each edge remembering which element it carries.
+4. Each edge records, for every place the producer's value is used, which
    argument of which fx node receives it and through which fx node (the
    *direct argument*, for instance a ``quantize_per_tensor`` in front of a
    quantized conv). Shadows are built from exactly this record.
@@ -20,12 +24,21 @@
 Model inputs become nodes labelled ``input:<i>`` and the model output a node
 labelled ``output``, so that matching can anchor on both ends.
 
+Rows are named after modules: a module's path, with ``:<k>`` for its k-th
+call; the calls of an eager ``FloatFunctional`` (``self.skip.add(x, y)``) are
+named after the ``FloatFunctional`` the same way. Quantized calls that share
+one scale and zero point (several calls of one quantized module or
+``QFunctional``) say so in :attr:`OpGraph.notes`.
+
 The cost is linear in the number of fx nodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import operator
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +48,7 @@ from torch import fx, nn
 
 from . import ops
 from .ops import Role
+from .trace import CALL_SITE
 
 __all__ = ["INPUT", "OUTPUT", "OpGraph", "OpNode", "Use", "build_op_graph", "node_args"]
 
@@ -96,6 +110,9 @@ class Use:
     # The fx node actually written in that argument (``src``'s output or the
     # last pass-through after it, such as a quantize_per_tensor).
     direct: str
+    # Which element of ``src``'s value is read, as indices into it, when that
+    # value is a tuple (``(1, 0)``: h_n of an LSTM); ``()`` for the value.
+    element: tuple[int, ...] = ()
 
 
 @dataclass
@@ -120,6 +137,9 @@ class OpGraph:
     displays: dict[str, str]
     # fx node name → position in the fx graph.
     fx_index: dict[str, int]
+    # fx node name → what a row for it should say (calls that share
+    # quantization parameters); absent for most nodes.
+    notes: dict[str, str] = field(default_factory=dict)
     _fx_nodes: dict[str, fx.Node] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +180,7 @@ def build_op_graph(gm: fx.GraphModule) -> OpGraph:
 class _Builder:
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
-        self.modules = dict(gm.named_modules())
+        self.modules = dict(gm.named_modules(remove_duplicate=False))
         self.nodes: dict[str, OpNode] = {}
         self.uses: list[Use] = []
         self.internal: list[tuple[str, str]] = []
@@ -170,9 +190,12 @@ class _Builder:
         self.names: dict[str, str] = {}
         self.displays: dict[str, str] = {}
         self.fx_index: dict[str, int] = {}
+        # Data node → the element of its source op's value it carries.
+        self.elements: dict[str, tuple[int, ...]] = {}
+        self.notes: dict[str, str] = {}
 
     def build(self) -> OpGraph:
-        calls: dict[str, int] = {}
+        calls: dict[Any, int] = {}
         n_inputs = 0
         for index, node in enumerate(self.gm.graph.nodes):
             self.fx_index[node.name] = index
@@ -188,6 +211,7 @@ class _Builder:
                 self._add_call(node, index)
 
         self._fold_batch_norms()
+        self._note_shared_qparams()
         return OpGraph(
             gm=self.gm,
             graph=self._to_networkx(),
@@ -199,6 +223,7 @@ class _Builder:
             qualified_names=self.names,
             displays=self.displays,
             fx_index=self.fx_index,
+            notes=self.notes,
         )
 
     # -- classification -------------------------------------------------------
@@ -213,10 +238,19 @@ class _Builder:
             self.roles[node.name] = Role.META if has_meta else Role.CONST
             return
 
+        element = self._selected_element(node)
+        if element is not None:
+            self.roles[node.name] = Role.PASS
+            self.sources[node.name] = self.sources[data_args[0].name]
+            self.elements[node.name] = element
+            self.displays[node.name] = self._display(node)
+            return
+
         info = self._classify(node)
         if info.role is Role.PASS and data_args:
             self.roles[node.name] = Role.PASS
             self.sources[node.name] = self.sources[data_args[0].name]
+            self.elements[node.name] = self.elements.get(data_args[0].name, ())
             self.displays[node.name] = self._display(node)
             return
         if info.role in (Role.META, Role.CONST):
@@ -239,6 +273,22 @@ class _Builder:
 
     def _is_data(self, arg: fx.Node) -> bool:
         return self.roles.get(arg.name) in (Role.OP, Role.PASS)
+
+    def _selected_element(self, node: fx.Node) -> tuple[int, ...] | None:
+        """The element path a ``getitem`` selects from a tuple-valued op, if it
+        is one (``lstm(x)[1][0]`` → ``(1, 0)``); ``None`` for other nodes."""
+        if node.op != "call_function" or node.target is not operator.getitem:
+            return None
+        if len(node.args) != 2 or not isinstance(node.args[1], int):
+            return None
+        value = node.args[0]
+        if not isinstance(value, fx.Node) or not self._is_data(value):
+            return None
+        source = self.nodes[self.sources[value.name]]
+        path = self.elements.get(value.name, ())
+        if not ops.is_tuple_element(source.parts[-1], path):
+            return None
+        return (*path, node.args[1])
 
     # -- op nodes --------------------------------------------------------------
 
@@ -281,6 +331,7 @@ class _Builder:
                     consumer=node.name,
                     arg_path=path,
                     direct=arg.name,
+                    element=self.elements.get(arg.name, ()),
                 )
             )
             port += 1
@@ -318,13 +369,10 @@ class _Builder:
     ) -> None:
         del self.nodes[old]
         self.uses = [
-            Use(
+            dataclasses.replace(
+                u,
                 src=new if u.src == old else u.src,
                 dst=new if u.dst == old else u.dst,
-                port=u.port,
-                consumer=u.consumer,
-                arg_path=u.arg_path,
-                direct=u.direct,
             )
             for u in self.uses
             if not (u.src == new and u.dst == old)
@@ -365,7 +413,16 @@ class _Builder:
 
     # -- names -----------------------------------------------------------------
 
-    def _qualified_name(self, node: fx.Node, calls: dict[str, int]) -> str:
+    def _qualified_name(self, node: fx.Node, calls: dict[Any, int]) -> str:
+        site = node.meta.get(CALL_SITE)
+        if node.op != "call_module" and site is not None:
+            # The first node made by a FloatFunctional call is named after it;
+            # the others (the relu of add_relu) keep their own names.
+            if site in calls:
+                return node.name
+            calls[site] = 1
+            path, k = site
+            return path if k == 0 else f"{path}:{k}"
         if node.op != "call_module":
             return node.name
         target = str(node.target)
@@ -373,12 +430,56 @@ class _Builder:
         calls[target] = k + 1
         return target if k == 0 else f"{target}:{k}"
 
+    def _note_shared_qparams(self) -> None:
+        """Note the calls that share one output scale and zero point.
+
+        A quantized module (it has an output ``scale``) called several times, a
+        ``FloatFunctional``/``QFunctional`` whose observer sees several calls,
+        quantize every call's output with the same parameters, fitted to the
+        range of all of them.
+        """
+        calls: dict[str, dict[Any, list[str]]] = defaultdict(dict)
+        observed: dict[str, set[Any]] = defaultdict(set)
+        for node in self.gm.graph.nodes:
+            site = node.meta.get(CALL_SITE)
+            if site is not None:
+                path, k = site
+                calls[path].setdefault(k, []).append(node.name)
+                if node.op == "call_module" and str(node.target) == (
+                    f"{path}.activation_post_process"
+                ):
+                    observed[path].add(k)
+            elif node.op == "call_module" and self.roles.get(node.name) is Role.OP:
+                target = str(node.target)
+                if _is_quantized_module(self.modules[target]):
+                    k = len(calls[target])
+                    calls[target][k] = [node.name]
+                    observed[target].add(k)
+        for path, ks in observed.items():
+            if len(ks) < 2:
+                continue
+            note = (
+                f"one of {len(ks)} calls of '{path}', which share one output "
+                "scale and zero point"
+            )
+            for k in ks:
+                for name in calls[path][k]:
+                    if self.roles.get(name) is Role.OP:
+                        self.notes[name] = note
+
     def _display(self, node: fx.Node) -> str:
         if node.op == "call_module":
             return ops.display_name(type(self.modules[str(node.target)]))
         if node.op in ("call_function", "call_method"):
             return ops.display_name(node.target)
         return node.op
+
+
+def _is_quantized_module(module: nn.Module) -> bool:
+    """A torch module with an output scale (``nnq.Conv2d``, ``nniq.ConvReLU2d``)."""
+    return type(module).__module__.startswith("torch.ao.nn.") and hasattr(
+        module, "scale"
+    )
 
 
 def _group_parts(parts: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -33,6 +33,7 @@ import logging
 import operator
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ from torch import fx, nn
 from .errors import InstrumentError
 from .graph import OpGraph, node_args
 from .match import Matching, Pair
-from .ops import Role
+from .ops import WEIGHT_ONLY_KINDS, Role
 from .stats import ErrorStats, as_float
 
 __all__ = [
@@ -63,38 +64,86 @@ PROBE_PREFIX = "fxns_probe_"
 class Probe(nn.Module):
     """A comparison point: folds (float, quantized) values into running sums.
 
+    A tuple value (the ``(output, (h_n, c_n))`` of an LSTM, the pieces of a
+    ``chunk``) is compared tensor by tensor, each in :attr:`elements` under
+    its path of indices; ``None`` and other non-tensor parts are skipped.
+
     Example:
         >>> probe = Probe("fc")
         >>> probe(torch.ones(3), torch.ones(3))
         >>> probe.stats.metrics()["sqnr"]
         inf
+        >>> lstm = Probe("lstm")
+        >>> f = (torch.ones(2), (torch.ones(1), None))
+        >>> lstm(f, (torch.ones(2), (torch.zeros(1), None)))
+        >>> sorted(lstm.elements)
+        [(0,), (1, 0)]
     """
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
         self.stats = ErrorStats()
+        # For a tuple value: the statistics of each tensor in it, by path.
+        self.elements: dict[tuple[int, ...], ErrorStats] = {}
         # The first problem seen while comparing, if any.
         self.error = ""
 
     def forward(self, f: Any, q: Any) -> None:
         if self.error:
             return
-        if not isinstance(f, torch.Tensor) or not isinstance(q, torch.Tensor):
-            self.error = (
-                f"not compared: the values are {type(f).__name__} and "
-                f"{type(q).__name__}, not tensors"
-            )
-            return
         try:
-            self.stats.update(f, q)
+            if isinstance(f, torch.Tensor) and isinstance(q, torch.Tensor):
+                self.stats.update(f, q)
+                return
+            leaves = list(_tensor_pairs(f, q, ()))
+            if not leaves:
+                self.error = (
+                    f"not compared: the values are {type(f).__name__} and "
+                    f"{type(q).__name__}, not tensors"
+                )
+                return
+            for path, f_leaf, q_leaf in leaves:
+                self.elements.setdefault(path, ErrorStats()).update(f_leaf, q_leaf)
         except (ValueError, RuntimeError) as err:
             self.error = f"not compared: {err}"
+
+    @property
+    def batches(self) -> int:
+        """How many times values were compared."""
+        counts = [s.batches for s in self.elements.values()]
+        return max([self.stats.batches, *counts])
 
     def reset(self) -> None:
         """Forget everything seen so far."""
         self.stats = ErrorStats()
+        self.elements = {}
         self.error = ""
+
+
+def _tensor_pairs(
+    f: Any, q: Any, path: tuple[int, ...]
+) -> Iterator[tuple[tuple[int, ...], torch.Tensor, torch.Tensor]]:
+    """The tensors at the same places of two like-shaped (nested) tuples."""
+    if isinstance(f, torch.Tensor) and isinstance(q, torch.Tensor):
+        yield path, f, q
+    elif isinstance(f, tuple | list) and isinstance(q, tuple | list):
+        if len(f) != len(q):
+            raise ValueError(
+                f"the float value has {len(f)} elements and the quantized one "
+                f"{len(q)} at {_path_text(path)}"
+            )
+        for i, (a, b) in enumerate(zip(f, q, strict=True)):
+            yield from _tensor_pairs(a, b, (*path, i))
+    elif isinstance(f, torch.Tensor) or isinstance(q, torch.Tensor):
+        raise ValueError(
+            f"the values are {type(f).__name__} and {type(q).__name__} at "
+            f"{_path_text(path)}"
+        )
+
+
+def _path_text(path: tuple[int, ...]) -> str:
+    return "".join(f"[{i}]" for i in path) or "the top"
 
 
 @dataclass
@@ -485,11 +534,6 @@ class _Shadow:
         q_src = self.f2q.get(src) if src is not None else None
         quant_nodes = set(self.pair.quant_nodes)
         if consumer is not None:
-            uses = [u for u in self.qg.uses if u.consumer in quant_nodes]
-            for use in uses:
-                if q_src is not None and use.src == q_src:
-                    return use.direct
-            # The producer has no partner: fall back on the argument position.
             f_use = next(
                 (
                     u
@@ -498,6 +542,13 @@ class _Shadow:
                 ),
                 None,
             )
+            # The same element of the same producer's value (h_n, not c_n).
+            element = f_use.element if f_use is not None else ()
+            uses = [u for u in self.qg.uses if u.consumer in quant_nodes]
+            for use in uses:
+                if q_src is not None and use.src == q_src and use.element == element:
+                    return use.direct
+            # The producer has no partner: fall back on the argument position.
             first = self.pair.quant_nodes[0]
             for use in uses:
                 if (
@@ -519,16 +570,22 @@ class _Shadow:
 def shadow_input(value: Any) -> Any:
     """What a float shadow receives for a quantized-model value.
 
-    A new contiguous float32 tensor: new, so that in-place ops on either side
-    cannot reach the other; contiguous, because float kernels are fastest on
-    the layout the float model uses (quantized kernels favour channels-last).
+    A new tensor, so that in-place ops on either side cannot reach the other,
+    in the memory layout the quantized model had (quantized kernels favour
+    channels-last): a float kernel then computes bit for bit what the same
+    kernel computes inside the quantized model, so a layer left in float
+    reads as identical. Quantized, half and bfloat16 values become float32;
+    integer values (the indices of an embedding) keep their type. Tuples and
+    lists (an LSTM's state) are converted element by element.
     """
+    if isinstance(value, tuple | list):
+        return type(value)(shadow_input(v) for v in value)
     if not isinstance(value, torch.Tensor):
         return value
+    if not (value.is_quantized or value.is_floating_point()):
+        return value.clone()
     fresh = as_float(value)
-    if fresh is value:
-        return value.contiguous().clone()
-    return fresh.contiguous()
+    return value.clone() if fresh is value else fresh
 
 
 # --- two separate models, for the user's own loop -----------------------------------
@@ -556,9 +613,16 @@ class _Exchange:
         else:
             # Kept until the other model runs: copy it, since later in-place
             # ops of this forward pass may change the tensor.
-            if isinstance(value, torch.Tensor):
-                value = value.detach().clone()
-            self.pending.setdefault((side, name), deque()).append(value)
+            self.pending.setdefault((side, name), deque()).append(_kept(value))
+
+
+def _kept(value: Any) -> Any:
+    """A copy of the tensors in ``value`` (a tensor, or a tuple of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return type(value)(_kept(v) for v in value)
+    return value
 
 
 class SideLogger(nn.Module):
@@ -601,9 +665,12 @@ def _with_loggers(
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     root: dict[str, Any] = {}
-    modules = dict(og.gm.named_modules())
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
+    dtype = model_dtype(og.gm)
     for node in og.gm.graph.nodes:
         new = graph.node_copy(node, lambda a: env[a.name])
+        if node.op == "placeholder" and dtype is not None:
+            new = graph.call_function(cast_floating, (new, dtype))
         env[node.name] = new
         if node.op == "call_module":
             root[str(node.target)] = modules[str(node.target)]
@@ -630,21 +697,31 @@ class _GraphBuilder:
         self.quant_env: dict[str, fx.Node] = {}
         self.float_consts: dict[str, fx.Node] = {}
         self.probe_targets: list[str] = []
-        self.f_modules = dict(fg.gm.named_modules())
-        self.q_modules = dict(qg.gm.named_modules())
+        self.f_modules = dict(fg.gm.named_modules(remove_duplicate=False))
+        self.q_modules = dict(qg.gm.named_modules(remove_duplicate=False))
 
     def add_module(self, target: str, module: nn.Module) -> str:
         self.root[target] = module
         return target
 
     def copy_inputs(self) -> None:
-        """The float model's inputs; the quantized model reads the same ones."""
+        """The float model's inputs; the quantized model reads the same ones.
+
+        A model whose parameters are all float16 or bfloat16 gets its
+        floating-point inputs in that type.
+        """
         f_inputs = [n for n in self.fg.gm.graph.nodes if n.op == "placeholder"]
         q_inputs = [n for n in self.qg.gm.graph.nodes if n.op == "placeholder"]
+        f_dtype, q_dtype = model_dtype(self.fg.gm), model_dtype(self.qg.gm)
         for f, q in zip(f_inputs, q_inputs, strict=True):
             new = self.graph.node_copy(f)
-            self.float_env[f.name] = new
-            self.quant_env[q.name] = new
+            self.float_env[f.name] = self._cast(new, f_dtype)
+            self.quant_env[q.name] = self._cast(new, q_dtype)
+
+    def _cast(self, node: fx.Node, dtype: torch.dtype | None) -> fx.Node:
+        if dtype is None:
+            return node
+        return self.graph.call_function(cast_floating, (node, dtype))
 
     def copy_float(self, name: str) -> fx.Node:
         node = self.fg.fx_node(name)
@@ -699,10 +776,38 @@ class _GraphBuilder:
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
         gm = fx.GraphModule(self.root, self.graph, class_name)
-        # Not gm.eval(): that would recurse into the caller's modules, which
-        # gm holds, and change their flags.
+        # Only the new root: ``eval()`` would recurse into the callers' modules
+        # (convert_fx leaves quantized modules in training mode).
         gm.training = False
         return gm
+
+
+def model_dtype(gm: nn.Module) -> torch.dtype | None:
+    """The floating-point type a model computes in, when it is not float32.
+
+    That of its floating-point parameters (or buffers, if it has no
+    parameters) when they all share one; ``None`` for float32, quantized
+    and mixed models.
+
+    Example:
+        >>> model_dtype(torch.nn.Linear(2, 2).half())
+        torch.float16
+    """
+    tensors: list[torch.Tensor] = [p for p in gm.parameters() if p.is_floating_point()]
+    if not tensors:
+        tensors = [b for b in gm.buffers() if b.is_floating_point()]
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1:
+        return None
+    (dtype,) = dtypes
+    return None if dtype == torch.float32 else dtype
+
+
+def cast_floating(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` in ``dtype`` if it is a floating-point tensor, else as it is."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    return value
 
 
 def _register(inst: Instrumented) -> Instrumented:
@@ -743,15 +848,55 @@ def _float_read(pair: Pair) -> str:
 def _quant_read(qg: OpGraph, pair: Pair) -> str:
     """The quantized fx node whose value stands for the pair.
 
-    The pair's last node, or the quantize node right after it when the pair
-    computes in float and quantizes its output (reference models).
+    The pair's last node, or, when the value is quantized after it by a node
+    that belongs to the pair, that node:
+
+    - the fake-quant modules of a prepared model (observers too, which change
+      nothing);
+    - in a reference model, the ``quantize`` of a dq → op → q pattern (its
+      users are all ``dequantize``), unless the op is quantized weight-only
+      (embeddings): their output is float, and the quantize belongs to the
+      consumer. In a lowered model a quantize after a float op feeds a
+      quantized kernel, not a ``dequantize``: it is the consumer's input, so
+      a layer left in float (qconfig ``None``) reads as identical there. In a
+      reference model such a layer cannot be told from a quantized one (both
+      are dq → float op → q), and its row includes that quantize.
     """
-    name = pair.quant_nodes[-1]
-    node = qg.fx_node(name)
+    node = qg.fx_node(pair.quant_nodes[-1])
+    while (user := _only_pass_user(qg, node)) is not None:
+        if not _is_observer_or_fake_quant(qg, user):
+            break
+        node = user
+    user = _only_pass_user(qg, node)
+    if (
+        user is not None
+        and _target_name(user).startswith("quantize_per_")
+        and user.users
+        and all(_target_name(u) == "dequantize" for u in user.users)
+        and not set(pair.quant_kind.split("+")) & WEIGHT_ONLY_KINDS
+    ):
+        return user.name
+    return node.name
+
+
+def _only_pass_user(qg: OpGraph, node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     if len(users) == 1 and qg.roles.get(users[0].name) is Role.PASS:
-        user = users[0]
-        target = getattr(user.target, "__name__", str(user.target))
-        if target.startswith("quantize_per_"):
-            return user.name
-    return name
+        return users[0]
+    return None
+
+
+def _is_observer_or_fake_quant(qg: OpGraph, node: fx.Node) -> bool:
+    from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    if node.op != "call_module":
+        return False
+    module = qg.gm.get_submodule(str(node.target))
+    return isinstance(module, FakeQuantizeBase | ObserverBase)
+
+
+def _target_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    return getattr(node.target, "__name__", str(node.target))

@@ -568,6 +568,11 @@ def _make_pair(
         note = (
             f"partly matched: {', '.join(parts)} has no counterpart inside this fusion"
         )
+    # What the graphs say about these nodes (calls sharing quantization
+    # parameters), each said once.
+    graph_notes = [fg.notes.get(n, "") for n in float_nodes]
+    graph_notes += [qg.notes.get(n, "") for n in quant_nodes]
+    note = "; ".join(dict.fromkeys(n for n in (note, *graph_notes) if n))
     return Pair(
         name=fg.qualified_names[float_nodes[0]],
         kind=fg.kind_of(float_nodes),

@@ -43,14 +43,18 @@ from torch import nn
 
 __all__ = [
     "FOLDABLE_INTO",
+    "MULTI_OUTPUT",
     "UNORDERED_INPUTS",
     "WEIGHTED_KINDS",
+    "WEIGHT_ONLY_KINDS",
     "Classification",
     "Role",
     "classify_function",
     "classify_method",
     "classify_module",
     "display_name",
+    "element_name",
+    "is_tuple_element",
 ]
 
 
@@ -101,8 +105,36 @@ WEIGHTED_KINDS: frozenset[str] = frozenset(
         "embedding_bag",
         "lstm",
         "gru",
+        "rnn",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_cell",
     }
 )
+
+# Kinds that PyTorch quantizes weight-only: the quantized op computes a float
+# output, so a quantize node after it belongs to its consumer.
+WEIGHT_ONLY_KINDS: frozenset[str] = frozenset({"embedding", "embedding_bag"})
+
+# Kinds whose value is a tuple. A ``getitem`` with a constant index on such a
+# value selects an element rather than computing anything, so it is collapsed
+# into the edge like a pass-through, and the op is compared element by
+# element. The names label each element in reports (``rnn[h_n]``): a nested
+# tuple mirrors the structure of the value, ``None`` stands for any number of
+# tensors, named by their index (``chunk[1]``). Names follow the PyTorch
+# documentation of each op's return value.
+MULTI_OUTPUT: dict[str, tuple[Any, ...] | None] = {
+    "lstm": ("output", ("h_n", "c_n")),
+    "gru": ("output", "h_n"),
+    "rnn": ("output", "h_n"),
+    "lstm_cell": ("h_1", "c_1"),
+    "multihead_attention": ("output", "weights"),
+    "chunk": None,
+    "split": None,
+    "split_with_sizes": None,
+    "tensor_split": None,
+    "unbind": None,
+}
 
 # A ``batch_norm`` directly after one of these kinds (and the only user of its
 # output) is folded into it by every quantization flow; canonicalization keeps
@@ -188,6 +220,10 @@ _MODULE_PARTS: dict[str, tuple[str, ...]] = {
     "EmbeddingBag": ("embedding_bag",),
     "LSTM": ("lstm",),
     "GRU": ("gru",),
+    "RNN": ("rnn",),
+    "LSTMCell": ("lstm_cell",),
+    "GRUCell": ("gru_cell",),
+    "RNNCell": ("rnn_cell",),
     "MultiheadAttention": ("multihead_attention",),
 }
 
@@ -420,6 +456,44 @@ def display_name(target: object) -> str:
     if module.startswith("torch") or _is_torch_builtin(target):
         return f"torch.{name}"
     return name
+
+
+def is_tuple_element(kind: str, path: tuple[int, ...]) -> bool:
+    """Whether the element at ``path`` of a ``kind`` op's value is a tuple.
+
+    ``path`` is a sequence of indices into the value (``()`` is the value
+    itself); a ``getitem`` on a tuple element selects rather than computes.
+
+    Example:
+        >>> is_tuple_element("lstm", ()), is_tuple_element("lstm", (1,))
+        (True, True)
+        >>> is_tuple_element("lstm", (0,)), is_tuple_element("conv2d", ())
+        (False, False)
+    """
+    if kind not in MULTI_OUTPUT:
+        return False
+    names: Any = MULTI_OUTPUT[kind]
+    for index in path:
+        if names is None or not isinstance(names, tuple) or index >= len(names):
+            return False
+        names = names[index]
+    return names is None or isinstance(names, tuple)
+
+
+def element_name(kind: str, path: tuple[int, ...]) -> str:
+    """The name of the element at ``path`` of a ``kind`` op's value.
+
+    Example:
+        >>> element_name("lstm", (1, 0)), element_name("chunk", (2,))
+        ('h_n', '2')
+    """
+    names: Any = MULTI_OUTPUT.get(kind)
+    for depth, index in enumerate(path):
+        if isinstance(names, tuple) and index < len(names):
+            names = names[index]
+        else:
+            return ".".join(str(i) for i in path[depth:])
+    return str(names) if isinstance(names, str) else ".".join(map(str, path))
 
 
 # Longest prefix first: the aliases the PyTorch docs use for these namespaces.

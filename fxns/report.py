@@ -49,7 +49,9 @@ class LayerResult:
         ('conv2d+batch_norm+relu', 31.2)
     """
 
-    # The pair's stable name (float side's module path or fx node name).
+    # The pair's stable name (float side's module path or fx node name); for
+    # one tensor of a tuple-valued op, with the element (``rnn[h_n]``), and
+    # for one of a layer's several weights, with the weight (``rnn.weight_hh_l0``).
     name: str
     # Canonical kind of the float side ("conv2d+batch_norm+relu").
     kind: str

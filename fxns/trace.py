@@ -10,7 +10,17 @@ which keeps as single operations (leaves):
 - observers, fake-quant modules and ``QuantStub``/``DeQuantStub``;
 - the classes in ``leaf_modules`` and the submodules named in
   ``leaf_module_names`` (for code ``torch.fx`` cannot trace, such as an ``if``
-  that depends on the data).
+  that depends on the data). These are the options ``prepare_fx`` takes as
+  ``PrepareCustomConfig.set_non_traceable_module_classes`` and
+  ``set_non_traceable_module_names``; :func:`leaves_of` reads them from a
+  ``PrepareCustomConfig``.
+
+Eager-mode ``FloatFunctional``/``QFunctional`` modules are used through their
+methods (``self.skip_add.add(x, y)``), which the tracer runs through into
+``torch.add`` (or ``torch.ops.quantized.add``) and the module's
+``activation_post_process``. The tracer marks every node made inside such a
+call with :data:`CALL_SITE`: the module's path and the index of the call, so
+that each call reads as its own layer, named after its module.
 
 Tracing never changes the model: the returned ``GraphModule`` refers to the
 model's own submodules and parameters, and nothing is written back.
@@ -18,17 +28,29 @@ model's own submodules and parameters, and nothing is written back.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
+from types import CodeType, FrameType
 from typing import Any
 
 from torch import fx, nn
 
 from .errors import ArgumentError, ModelError, TraceError
 
-__all__ = ["LeafTracer", "check_leaf_options", "trace"]
+__all__ = ["CALL_SITE", "LeafTracer", "check_leaf_options", "leaves_of", "trace"]
 
 logger = logging.getLogger(__name__)
+
+# ``node.meta`` key: ``(module path, call index)`` of the FloatFunctional or
+# QFunctional method call that made the node.
+CALL_SITE = "fxns_call_site"
+
+# How far up the Python stack a node's creation is traced back to a
+# FloatFunctional method: the method, torch's function, the Proxy dispatch
+# and the tracer sit within a few frames of each other.
+_MAX_CALL_DEPTH = 16
 
 
 class LeafTracer(fx.Tracer):
@@ -56,6 +78,58 @@ class LeafTracer(fx.Tracer):
         # Qualified names of the modules being traced, innermost last; on a
         # failure the last entry names the module whose code fx could not trace.
         self.calls_in_progress: list[str] = []
+        # Per FloatFunctional path: the frame of its latest method call and
+        # that call's index. Holding the frame keeps it from being reused by
+        # a later call, so ``is`` tells calls apart.
+        self._functional_calls: dict[str, tuple[FrameType, int]] = {}
+
+    def trace(
+        self,
+        root: nn.Module | Callable[..., Any],
+        concrete_args: dict[str, Any] | None = None,
+    ) -> fx.Graph:
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            self._functional_calls.clear()
+
+    def create_node(
+        self,
+        kind: str,
+        target: Any,
+        args: Any,
+        kwargs: Any,
+        name: str | None = None,
+        type_expr: Any | None = None,
+    ) -> fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        site = self._functional_call_site()
+        if site is not None:
+            node.meta[CALL_SITE] = site
+        return node
+
+    def _functional_call_site(self) -> tuple[str, int] | None:
+        """The FloatFunctional method call the current node is made in, if any."""
+        codes = _functional_codes()
+        frame: FrameType | None = sys._getframe(2)
+        for _ in range(_MAX_CALL_DEPTH):
+            if frame is None:
+                return None
+            if frame.f_code in codes:
+                owner = frame.f_locals.get("self")
+                if not isinstance(owner, nn.Module):
+                    return None
+                try:
+                    path = self.path_of_module(owner)
+                except NameError:
+                    return None
+                last = self._functional_calls.get(path)
+                if last is None or last[0] is not frame:
+                    index = 0 if last is None else last[1] + 1
+                    self._functional_calls[path] = (frame, index)
+                return path, self._functional_calls[path][1]
+            frame = frame.f_back
+        return None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_module_names:
@@ -160,6 +234,52 @@ def check_leaf_options(leaf_modules: object, leaf_module_names: object) -> None:
                 f"leaf_modules holds {cls!r}, not an nn.Module subclass; give "
                 "the class (MyBlock), not an instance (MyBlock()) or a name"
             )
+
+
+def leaves_of(
+    prepare_custom_config: Any,
+) -> tuple[tuple[type[nn.Module], ...], tuple[str, ...]]:
+    """The leaf classes and names a ``PrepareCustomConfig`` gives ``prepare_fx``.
+
+    Pass them on as ``leaf_modules=`` and ``leaf_module_names=`` so that fxns
+    keeps the same parts untraced as the quantization did.
+
+    Args:
+        prepare_custom_config: a ``PrepareCustomConfig`` or its dict form.
+
+    Example:
+        >>> from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+        >>> config = PrepareCustomConfig().set_non_traceable_module_names(["head"])
+        >>> leaves_of(config)
+        ((), ('head',))
+    """
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    config = prepare_custom_config
+    if isinstance(config, dict):
+        config = PrepareCustomConfig.from_dict(config)
+    if not isinstance(config, PrepareCustomConfig):
+        raise ModelError(
+            f"expected a PrepareCustomConfig or its dict form, got "
+            f"{type(prepare_custom_config).__name__}"
+        )
+    return (
+        tuple(config.non_traceable_module_classes),
+        tuple(config.non_traceable_module_names),
+    )
+
+
+@functools.cache
+def _functional_codes() -> frozenset[CodeType]:
+    """The code of every method of FloatFunctional and its eager twins."""
+    from torch.ao.nn.quantized import FloatFunctional, FXFloatFunctional, QFunctional
+
+    return frozenset(
+        value.__code__
+        for cls in (FloatFunctional, FXFloatFunctional, QFunctional)
+        for name, value in vars(cls).items()
+        if callable(value) and hasattr(value, "__code__") and not name.startswith("_")
+    )
 
 
 def _is_torch_module(m: nn.Module) -> bool:

@@ -6,6 +6,10 @@ functional call, and the quantized weight from the quantized module
 (``module.weight()``), a reference module (``get_weight()``) or the packed
 parameters of a quantized kernel, dequantized.
 
+Recurrent layers (LSTM, GRU, RNN and their cells) hold one weight per gate
+matrix, layer and direction (``weight_ih_l1_reverse``); each is compared
+with the quantized weight of the same name, in a row of its own.
+
 Where the float side of a pair contains a ``batch_norm`` that the quantized
 side does not (quantization folded it into the conv), the float weight is
 folded the same way before comparing: ``w · γ / √(σ² + ε)`` per output
@@ -27,7 +31,7 @@ from .match import Matching, Pair
 from .ops import WEIGHTED_KINDS
 from .stats import as_float
 
-__all__ = ["WeightPair", "weight_pairs"]
+__all__ = ["WeightPair", "module_weight", "module_weights", "weight_pairs"]
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,26 @@ class WeightPair:
 
     pair: Pair
     float_weight: torch.Tensor
-    quant_weight: torch.Tensor
-    # What was done to the float weight before comparing ("" if nothing).
+    # ``None`` when the quantized side holds no weight of that name (see note).
+    quant_weight: torch.Tensor | None
+    # What was done to the float weight before comparing, or why it could
+    # not be compared ("" if nothing).
     note: str = ""
+    # The weight's name within its layer when the layer has several
+    # (``weight_hh_l0``); "" for the one weight of a conv or linear.
+    element: str = ""
+
+    @property
+    def name(self) -> str:
+        """The row name: the pair's name, and the weight's if it has several."""
+        return f"{self.pair.name}.{self.element}" if self.element else self.pair.name
 
 
 def weight_pairs(matching: Matching) -> Iterator[WeightPair]:
     """The weights of every weighted pair, in execution order.
 
     Example:
-        >>> [w.pair.name for w in weight_pairs(fxns.match(f, q))][:2]  # doctest: +SKIP
+        >>> [w.name for w in weight_pairs(fxns.match(f, q))][:2]  # doctest: +SKIP
         ['conv1', 'layer1.0.conv1']
     """
     fg, qg = matching.float_graph, matching.quant_graph
@@ -53,21 +67,44 @@ def weight_pairs(matching: Matching) -> Iterator[WeightPair]:
     for pair in matching.pairs:
         if not any(part in WEIGHTED_KINDS for part in pair.kind.split("+")):
             continue
-        f_weight = _first_weight(fg, pair.float_nodes)
-        q_weight = _first_weight(qg, pair.quant_nodes)
-        if f_weight is None or q_weight is None:
+        f_weights = _weights(fg, pair.float_nodes)
+        q_weights = _weights(qg, pair.quant_nodes)
+        if set(f_weights) == {_WEIGHT} and len(q_weights) == 1:
+            yield _single(fg, pair, f_weights[_WEIGHT], next(iter(q_weights.values())))
             continue
-        note = ""
-        float_parts = pair.kind.split("+")
-        quant_parts = pair.quant_kind.split("+")
-        if "batch_norm" in float_parts and "batch_norm" not in quant_parts:
-            bn = _batch_norm_after(fg, pair.float_nodes)
-            if bn is not None:
-                f_weight = fold_batch_norm(f_weight, bn)
-                note = "float weight with batch_norm folded in"
-        yield WeightPair(
-            pair, f_weight.detach().float(), as_float(q_weight.detach()), note
-        )
+        for name, f_weight in f_weights.items():
+            q_weight = q_weights.get(name)
+            yield WeightPair(
+                pair,
+                f_weight.detach().float(),
+                None if q_weight is None else as_float(q_weight.detach()),
+                ""
+                if q_weight is not None
+                else f"not compared: the quantized model has no weight '{name}' "
+                f"in {', '.join(pair.quant_nodes)}",
+                element="" if name == _WEIGHT else name,
+            )
+
+
+def _single(
+    fg: OpGraph, pair: Pair, f_weight: torch.Tensor, q_weight: torch.Tensor
+) -> WeightPair:
+    """The weight pair of a conv or linear, batch norm folded in if needed."""
+    note = ""
+    float_parts = pair.kind.split("+")
+    quant_parts = pair.quant_kind.split("+")
+    if "batch_norm" in float_parts and "batch_norm" not in quant_parts:
+        bn = _batch_norm_after(fg, pair.float_nodes)
+        if bn is not None:
+            f_weight = fold_batch_norm(f_weight, bn)
+            note = "float weight with batch_norm folded in"
+    return WeightPair(
+        pair, f_weight.detach().float(), as_float(q_weight.detach()), note
+    )
+
+
+# The name of the one weight of a conv, linear or embedding.
+_WEIGHT = "weight"
 
 
 def fold_batch_norm(weight: torch.Tensor, bn: nn.Module) -> torch.Tensor:
@@ -87,18 +124,45 @@ def fold_batch_norm(weight: torch.Tensor, bn: nn.Module) -> torch.Tensor:
     return weight * scale.reshape(shape)
 
 
-def _first_weight(og: OpGraph, fx_nodes: tuple[str, ...]) -> torch.Tensor | None:
-    modules = dict(og.gm.named_modules())
+def _weights(og: OpGraph, fx_nodes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The weights of the first of ``fx_nodes`` that has any, by name."""
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
     for name in fx_nodes:
         node = og.fx_node(name)
-        weight: Any = None
         if node.op == "call_module":
-            weight = module_weight(modules[str(node.target)])
+            found = module_weights(modules[str(node.target)])
+            if found:
+                return found
         elif node.op == "call_function":
             weight = _functional_weight(og.gm, node)
-        if isinstance(weight, torch.Tensor):
-            return weight
-    return None
+            if weight is not None:
+                return {_WEIGHT: weight}
+    return {}
+
+
+def module_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight of a module by name: ``{"weight": w}`` for a conv or linear,
+    ``weight_ih_l0``, ``weight_hh_l0``, ... for a float or dynamic-quantized
+    recurrent layer.
+
+    Example:
+        >>> sorted(module_weights(torch.nn.LSTM(2, 3)))
+        ['weight_hh_l0', 'weight_ih_l0']
+    """
+    if isinstance(module, nn.RNNBase | nn.RNNCellBase):
+        return {
+            name: value
+            for name, value in module.named_parameters(recurse=False)
+            if name.startswith(_WEIGHT)
+        }
+    get_weight = getattr(module, "get_weight", None)
+    if callable(get_weight):
+        value = get_weight()
+        if isinstance(value, dict):
+            # Dynamic-quantized recurrent layers: name → quantized weight.
+            return {k: v for k, v in value.items() if isinstance(v, torch.Tensor)}
+    weight = module_weight(module)
+    return {} if weight is None else {_WEIGHT: weight}
 
 
 def module_weight(module: nn.Module) -> torch.Tensor | None:
@@ -165,7 +229,7 @@ _UNPACK = {
 
 
 def _batch_norm_after(og: OpGraph, fx_nodes: tuple[str, ...]) -> nn.Module | None:
-    modules = dict(og.gm.named_modules())
+    modules = dict(og.gm.named_modules(remove_duplicate=False))
     for name in fx_nodes:
         node = og.fx_node(name)
         if node.op != "call_module":

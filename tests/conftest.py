@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import fx, nn
 
+import fxns
 from fxns.quantize import quantize_fx
 
 # Real architectures at small input sizes: big enough that every layer works
@@ -142,3 +143,28 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, tuple | list) and isinstance(b, tuple | list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+def unaccounted_nodes(matching: fxns.Matching) -> list[str]:
+    """Compute nodes of either graph that are neither paired, nor unmatched
+    with a reason, nor collapsed by the canonical graph (pass-through,
+    metadata, constant). A complete comparison leaves this empty."""
+    from fxns.ops import Role
+
+    missing = []
+    sides = (
+        ("float", matching.float_graph, matching.float_reasons, "float_nodes"),
+        ("quant", matching.quant_graph, matching.quant_reasons, "quant_nodes"),
+    )
+    for side, og, reasons, attr in sides:
+        assert og is not None
+        paired = {n for p in matching.pairs for n in getattr(p, attr)}
+        for node in og.gm.graph.nodes:
+            if node.op not in ("call_module", "call_function", "call_method"):
+                continue
+            if node.name in paired or reasons.get(node.name):
+                continue
+            if og.roles.get(node.name) in (Role.PASS, Role.META, Role.CONST):
+                continue
+            missing.append(f"{side}:{node.name}")
+    return missing
