@@ -33,11 +33,14 @@ from .errors import (
 )
 from .match import Matching, Pair, match
 from .report import LayerResult, Report, VariantReport
+from .sensitivity import sensitivity
 from .stats import METRICS
+from .variants import FloatLayer
 
 __all__ = [
     "METRICS",
     "DataError",
+    "FloatLayer",
     "FxnsError",
     "InstrumentError",
     "LayerResult",
@@ -56,4 +59,5 @@ __all__ = [
     "compare_variants",
     "compare_weights",
     "match",
+    "sensitivity",
 ]

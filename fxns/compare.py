@@ -30,8 +30,10 @@ from .instrument import (
     state_of,
 )
 from .match import Matching, match
+from .progress import count_batches, progress
 from .report import LayerResult, Report, VariantReport
 from .stats import ErrorStats
+from .variants import float_layers
 from .weights import weight_pairs
 
 __all__ = [
@@ -106,7 +108,9 @@ def compare_weights(
                 note,
             )
         )
-    return Report(rows, mode="weights", meta=_meta(matching))
+    report = Report(rows, mode="weights", meta=_meta(matching))
+    logger.info(report.summary())
+    return report
 
 
 def compare_activations(
@@ -164,7 +168,9 @@ def compare_activations(
     inst = build(matching)
     n_inputs = _n_inputs(matching.float_module)
     batches = run_batches(inst.module, data, input_fn, n_inputs)
-    return report_from(inst, batches)
+    report = report_from(inst, batches)
+    logger.info(report.summary())
+    return report
 
 
 def compare_variants(
@@ -172,36 +178,52 @@ def compare_variants(
     variants: Mapping[str, nn.Module],
     data: Any,
     *,
-    mode: str = "shadow",
+    mode: str = "propagated",
     input_fn: InputFn | None = None,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
 ) -> VariantReport:
     """Compare several quantized variants of one float model on the same data.
 
+    The variants can differ in anything: fusion (none, conv+bn, conv+bn+relu),
+    qconfigs, backends. The table has one row per layer of the float model,
+    so the rows line up even where one variant fused layers that another did
+    not: a fused group's numbers are read on its last float layer, the layer
+    whose output both variants produce.
+
     Args:
         float_model: the float model.
-        variants: name → quantized model (different fusions, qconfigs,
-            backends of the same float model).
+        variants: name → quantized model, in the order the columns should
+            have.
         data: as for :func:`compare_activations`; it is iterated once per
-            variant, so pass a list or a re-iterable ``DataLoader``.
-        mode: ``"shadow"`` or ``"propagated"``.
+            variant (a generator is read into a list first).
+        mode: ``"propagated"`` (default): the error of each layer's output
+            with everything upstream quantized, which compares strategies
+            end to end; ``"shadow"``: each group's own error.
         input_fn: as for :func:`compare_activations`.
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
 
     Returns:
-        A :class:`VariantReport`; ``print`` it for the side-by-side table.
+        A :class:`VariantReport`: ``print`` it for the side-by-side table;
+        ``.reports`` holds each variant's :class:`Report`.
+
+    Raises:
+        DataError: no variants, or the data does not fit the models.
 
     Example:
         >>> v = fxns.compare_variants(float_model, {"fused": q1, "unfused": q2},
         ...                           batches)  # doctest: +SKIP
         >>> print(v)  # doctest: +SKIP
+        >>> v.reports["fused"]["layer1.0.conv1"].metrics["sqnr"]  # doctest: +SKIP
     """
     if not variants:
         raise DataError("no variants given; pass a dict of name → quantized model")
+    if mode not in MODES:
+        raise FxnsError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if isinstance(data, Iterator):
         data = list(data)
+    float_model = _eval_model(float_model, "float model")
     reports = {
         name: compare_activations(
             float_model,
@@ -214,7 +236,10 @@ def compare_variants(
         )
         for name, model in variants.items()
     }
-    return VariantReport(reports)
+    layers = float_layers(
+        float_model, leaf_modules=leaf_modules, leaf_module_names=leaf_module_names
+    )
+    return VariantReport(reports, layers)
 
 
 def add_loggers(
@@ -311,10 +336,14 @@ def collect(*models: nn.Module) -> Report:
 def run_batches(
     module: nn.Module, data: Any, input_fn: InputFn | None, n_inputs: int | None = None
 ) -> int:
-    """Run ``module`` on every batch of ``data``; return the number of batches."""
+    """Run ``module`` on every batch of ``data``; return the number of batches.
+
+    Over more than a few batches, a progress bar shows on a terminal.
+    """
     count = 0
+    steps = progress(iter_batches(data), total=count_batches(data), desc="fxns")
     with torch.no_grad():
-        for index, batch in enumerate(iter_batches(data)):
+        for index, batch in enumerate(steps):
             args = batch_args(input_fn(batch) if input_fn is not None else batch, index)
             if n_inputs is not None and len(args) != n_inputs:
                 raise DataError(
