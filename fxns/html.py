@@ -223,7 +223,7 @@ class _Cell:
 def _report_table(report: Report, *, table_id: str | None, sortable: bool) -> str:
     metrics = report.metric_names()
     columns = [
-        _Column("#", "num", "lower"),
+        _Column("#", "num"),
         _Column("name"),
         _Column("kind"),
         _Column("float op"),
@@ -248,7 +248,7 @@ def _report_table(report: Report, *, table_id: str | None, sortable: bool) -> st
 
 def _variants_table(v: VariantReport, *, table_id: str | None, sortable: bool) -> str:
     metrics = v.metric_names()
-    columns = [_Column("#", "num", "lower"), _Column("name"), _Column("kind")]
+    columns = [_Column("#", "num"), _Column("name"), _Column("kind")]
     columns += [
         _metric_column(m, prefix=f"{name} ") for name in v.reports for m in metrics
     ]
@@ -395,22 +395,26 @@ def _sqnr_svg(
                 markersize=5,
                 color=line.get_color(),
             )
-    worst = sorted(
-        (
-            (x, i)
-            for values in series.values()
-            for i, x in enumerate(values)
-            if x is not None and math.isfinite(x)
-        ),
-    )[:3]
-    for value, index in worst:
-        ax.annotate(
-            names[index],
-            (index, value),
-            textcoords="offset points",
-            xytext=(4, -10),
-            fontsize=7,
-        )
+    # Name the worst points, at most three, far enough apart to be read.
+    gap = max(3, len(names) // 8)
+    named: list[int] = []
+    for value, index in sorted(
+        (x, i)
+        for values in series.values()
+        for i, x in enumerate(values)
+        if x is not None and math.isfinite(x)
+    ):
+        if len(named) == 3:
+            break
+        if all(abs(index - other) >= gap for other in named):
+            named.append(index)
+            ax.annotate(
+                names[index],
+                (index, value),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
     ax.set_ylim(bottom - 0.08 * span, ceiling + 0.06 * span)
     ax.set_xlabel("layer (execution order; the # column of the table)")
     ax.set_ylabel("SQNR (dB)")
@@ -477,7 +481,13 @@ def _worst_svg(report: Report) -> str:
     ax.set_xscale("log")
     ax.set_xlabel("magnitude (log scale)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncols=3,
+        frameon=False,
+    )
     return _svg(fig)
 
 

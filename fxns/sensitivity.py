@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -176,7 +176,17 @@ def sensitivity(
         except _NotIsolated as err:
             notes[pair.name] = str(err)
             continue
-        value = _output_sqnr(model, batches, references)
+        try:
+            value = _output_sqnr(model, batches, references)
+        except FxnsError:
+            raise
+        except Exception as err:
+            setting = "in float" if keep_float else "quantized"
+            notes[pair.name] = (
+                f"not measured: the model with only this layer {setting} fails "
+                f"to run: {type(err).__name__}: {_first_line(err)}"
+            )
+            continue
         evaluated += 1
         if keep_float:
             results[pair.name][GAIN] = value - baseline
@@ -250,6 +260,13 @@ class _Quantizer:
         self.qconfigs: dict[str, Any] = _qconfigs(self.prepared)
         self.addresses = _addresses(self.prepared)
         self.observers = _observers_by_input(self.prepared)
+        # Module targets of call_module nodes, and how often each is called.
+        self.targets = {
+            n.name: str(n.target)
+            for n in self.prepared.graph.nodes
+            if n.op == "call_module" and n.name in self.addresses
+        }
+        self.calls = Counter(self.targets.values())
 
     def base_model(self) -> fx.GraphModule:
         return self._convert(copy.deepcopy(self.prepared))
@@ -274,7 +291,21 @@ class _Quantizer:
         prepared = self._prepare(mapping)
         self._check_isolated(prepared, set(nodes), keep_float)
         self._copy_observers(prepared)
-        return self._convert(prepared)
+        shared = {
+            target: type(prepared.get_submodule(target))
+            for target in (self.targets.get(n) for n in nodes)
+            if target is not None and self.calls[target] > 1
+        }
+        converted = self._convert(prepared)
+        for target, before in shared.items():
+            # convert_fx swaps a module for all of its calls at once.
+            if type(converted.get_submodule(target)) is not before:
+                raise _NotIsolated(
+                    f"not measured: module '{target}' is called "
+                    f"{self.calls[target]} times and convert_fx quantizes a module "
+                    "for all its calls, so one call cannot be changed alone"
+                )
+        return converted
 
     def _prepare(self, mapping: QConfigMapping) -> fx.GraphModule:
         from torch.ao.quantization.quantize_fx import prepare_fx
