@@ -699,7 +699,9 @@ class _GraphBuilder:
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
         gm = fx.GraphModule(self.root, self.graph, class_name)
-        gm.eval()
+        # Only the new root's own flag: its submodules are the caller's
+        # objects, and .eval() would change their flags.
+        gm.training = False
         return gm
 
 

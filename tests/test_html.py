@@ -13,6 +13,7 @@ import pytest
 import fxns
 from fxns.html import graph_diff_section, report_page
 from fxns.report import LayerResult, Report
+from fxns.variants import float_layers
 
 from . import browser
 from .conftest import torchvision_quantized
@@ -107,7 +108,7 @@ def resnet18_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 q.float_model, q.quant_model, q.batches[:2], mode="propagated"
             ),
         },
-        fxns.variants.float_layers(q.float_model),
+        float_layers(q.float_model),
     )
     root = tmp_path_factory.mktemp("html")
     report.to_html(root / "report.html")

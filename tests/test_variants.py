@@ -135,6 +135,16 @@ def test_reports_exports_and_round_trip(variants) -> None:
     assert float(rows[2]["all sqnr"]) == pytest.approx(v.rows[2].value("all", "sqnr"))
 
 
+def test_notebook_and_page_html(variants) -> None:
+    model, q, batches = variants
+    v = fxns.compare_variants(model, q, batches)
+    fragment = v._repr_html_()
+    assert fragment.count("<tr>") == len(v.rows) + 1 and "<script" not in fragment
+    assert f"title='fused into 0'>{FUSED}</td>" in fragment
+    page = v.to_html()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<details>") == 2
+
+
 def test_rows_without_the_model_come_from_the_reports(variants) -> None:
     model, q, batches = variants
     v = fxns.compare_variants(model, q, batches)
