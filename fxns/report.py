@@ -339,6 +339,16 @@ class Report:
         if worst and not math.isnan(worst[0].metrics["sqnr"]):
             row = worst[0]
             head += f"; lowest SQNR: {row.name} {row.metrics['sqnr']:.1f} dB"
+        # A sensitivity report: the fully quantized output and the best gain.
+        if "baseline_sqnr" in self.meta:
+            head += f"; fully quantized output {self.meta['baseline_sqnr']:.1f} dB"
+        gains = [
+            r for r in self.rows if not math.isnan(r.metrics.get("gain", math.nan))
+        ]
+        best = sorted(gains, key=lambda r: -r.metrics["gain"])[:1]
+        if best:
+            row = best[0]
+            head += f"; keeping {row.name} in float gains {row.metrics['gain']:+.2f} dB"
         return head
 
     def to_html(self, path: str | Path | None = None, *, diff: Any = None) -> str:

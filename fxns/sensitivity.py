@@ -132,7 +132,8 @@ def sensitivity(
     Example:
         >>> r = fxns.sensitivity(model, batches)  # doctest: +SKIP
         >>> print(r.table(top=5))  # doctest: +SKIP
-        >>> keep_float = [row.name for row in r.rows if row.metrics["gain"] > 1.0]
+        >>> [row.name for row in r if row.metrics.get("gain", 0) > 1]  # doctest: +SKIP
+        ['fc', 'layer4.1.conv2']
     """
     float_model = _eval_model(float_model, "float model")
     batches = _materialize(data, input_fn, "data")
@@ -376,7 +377,7 @@ class _Quantizer:
             )
             if reference is not None and _same_kind(reference, observer):
                 copies[str(node.target)] = copy.deepcopy(reference)
-            elif not isinstance(observer, _STATELESS_OBSERVERS()):
+            elif not isinstance(observer, _stateless_observers()):
                 needs_data = True
         if needs_data:
             for target in copies:
@@ -434,7 +435,7 @@ def _is_observer(module: nn.Module) -> bool:
     return isinstance(module, ObserverBase | FakeQuantizeBase)
 
 
-def _STATELESS_OBSERVERS() -> tuple[type[nn.Module], ...]:
+def _stateless_observers() -> tuple[type[nn.Module], ...]:
     from torch.ao.quantization.observer import (
         FixedQParamsObserver,
         NoopObserver,

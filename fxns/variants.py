@@ -9,10 +9,10 @@ numbers describe the value its *last* float operation produces, so
 marked as fused into it. The rows are the float model's layers, so they are
 the same for every variant::
 
-    layer   kind         fused                 unfused
-    conv1   conv2d       ↓ (group conv1)       ↓ (group conv1)
-    bn1     batch_norm   ↓ (group conv1)       35.2  (conv1: conv+bn)
-    relu    relu         38.4 (conv1: c+b+r)   35.0  (relu)
+    name   kind         all sqnr   none sqnr
+    conv1  conv2d              ↓           ↓
+    bn1    batch_norm          ↓       29.78    <- none: conv+bn, read on bn1
+    relu   relu            33.72       30.11    <- all: conv+bn+relu, read on relu
 
 Read this way, the numbers of one row describe the same float tensor in every
 variant; in ``propagated`` mode they are directly comparable.

@@ -203,3 +203,13 @@ def test_sorting_sqnr_metrics_puts_the_lowest_first(tiny_report) -> None:
     _, _, report = tiny_report
     alone = [r.metrics[SQNR_ALONE] for r in report.sorted_rows(SQNR_ALONE)]
     assert alone == sorted(alone)
+
+
+def test_summary_gives_the_baseline_and_the_best_gain(tiny_report) -> None:
+    _, _, report = tiny_report
+    best = report.rows[0]
+    assert report.summary() == (
+        f"fxns sensitivity comparison: 9 layers, 3 batches; fully quantized output "
+        f"{report.meta['baseline_sqnr']:.1f} dB; keeping {best.name} in float gains "
+        f"{best.metrics[GAIN]:+.2f} dB"
+    )
