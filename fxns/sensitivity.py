@@ -25,11 +25,12 @@ The steps:
    index), so a module called twice is still two layers. After ``prepare_fx``
    the assigned qconfigs are checked: a layer that cannot be isolated gets a
    note instead of numbers.
-3. Copy the calibrated observers of step 1 into each prepared model. An
-   observer watches the same float value whatever else is quantized (a
-   prepared model computes in float), so the copy is exact; the calibration
-   data runs again only for a model with an observer that has no
-   counterpart.
+3. Copy the calibrated observers of step 1 into each prepared model where
+   an observer watches the same values as in step 1: a value is the same
+   float value whatever else is quantized (a prepared model computes in
+   float), so the copy is exact. Only the observers without such a
+   counterpart (where sharing differs, around a ``cat`` or a pooling whose
+   neighbour changed) are calibrated again.
 4. Convert, run on the data, compare the output with the float model's.
 
 Cost, for ``L`` layers, ``B`` batches of data and ``C`` calibration batches:
@@ -48,6 +49,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,7 +180,7 @@ def sensitivity(
             notes[pair.name] = str(err)
             continue
         try:
-            value = _output_sqnr(model, batches, references)
+            value = _output_sqnr(model, batches, references, repeat=True)
         except FxnsError:
             raise
         except Exception as err:
@@ -260,7 +262,10 @@ class _Quantizer:
         self._calibrate(self.prepared)
         self.qconfigs: dict[str, Any] = _qconfigs(self.prepared)
         self.addresses = _addresses(self.prepared)
-        self.observers = _observers_by_input(self.prepared)
+        # The calibrated observers, by the set of values each one watches.
+        self.observers = {
+            watched: module for _, watched, module in _observer_groups(self.prepared)
+        }
         # Module targets of call_module nodes, and how often each is called.
         self.targets = {
             n.name: str(n.target)
@@ -363,28 +368,31 @@ class _Quantizer:
     def _copy_observers(self, prepared: fx.GraphModule) -> None:
         """Put the base model's calibrated observers in; calibrate the rest.
 
-        Observers with no counterpart in the base model are calibrated on
-        their own: the others are set aside meanwhile, so a calibration run
-        costs little more than a float forward pass. Observers that hold no
-        statistics (fixed qparams, placeholders) need no calibration.
+        An observer is copied only if it watches exactly the values its base
+        counterpart watched: an observer shared by several values (the inputs
+        and output of a ``cat``, say) holds the statistics of all of them.
+        The others are calibrated with the copies set aside meanwhile, so a
+        calibration run costs little more than a float forward pass.
+        Observers that hold no statistics (fixed qparams, placeholders) need
+        no calibration.
         """
-        copies: dict[str, nn.Module] = {}
+        copies: list[tuple[list[str], nn.Module]] = []
         needs_data = False
-        for node, observer in _observer_nodes(prepared):
-            source = node.args[0]
-            reference = (
-                self.observers.get(source.name) if isinstance(source, fx.Node) else None
-            )
+        for targets, watched, observer in _observer_groups(prepared):
+            reference = self.observers.get(watched)
             if reference is not None and _same_kind(reference, observer):
-                copies[str(node.target)] = copy.deepcopy(reference)
+                copies.append((targets, copy.deepcopy(reference)))
             elif not isinstance(observer, _stateless_observers()):
                 needs_data = True
         if needs_data:
-            for target in copies:
-                _set_submodule(prepared, target, nn.Identity())
+            for targets, _ in copies:
+                for target in targets:
+                    _set_submodule(prepared, target, nn.Identity())
             self._calibrate(prepared)
-        for target, observer in copies.items():
-            _set_submodule(prepared, target, observer)
+        for targets, observer in copies:
+            # One object for all its names, so that sharing is kept.
+            for target in targets:
+                _set_submodule(prepared, target, observer)
 
 
 def _qconfigs(prepared: fx.GraphModule) -> dict[str, Any]:
@@ -421,12 +429,17 @@ def _observer_nodes(prepared: fx.GraphModule) -> Iterable[tuple[fx.Node, nn.Modu
                 yield node, module
 
 
-def _observers_by_input(prepared: fx.GraphModule) -> dict[str, nn.Module]:
-    return {
-        node.args[0].name: module
-        for node, module in _observer_nodes(prepared)
-        if isinstance(node.args[0], fx.Node)
-    }
+def _observer_groups(
+    prepared: fx.GraphModule,
+) -> list[tuple[list[str], frozenset[str], nn.Module]]:
+    """Each observer object: its names, the values it watches, the object."""
+    groups: dict[int, tuple[list[str], set[str], nn.Module]] = {}
+    for node, module in _observer_nodes(prepared):
+        targets, watched, _ = groups.setdefault(id(module), ([], set(), module))
+        targets.append(str(node.target))
+        source = node.args[0]
+        watched.add(source.name if isinstance(source, fx.Node) else repr(source))
+    return [(t, frozenset(w), m) for t, w, m in groups.values()]
 
 
 def _is_observer(module: nn.Module) -> bool:
@@ -490,9 +503,19 @@ def _output_sqnr(
     model: nn.Module,
     batches: list[tuple[Any, ...]],
     references: list[list[torch.Tensor]],
+    *,
+    repeat: bool = False,
 ) -> float:
+    """The output SQNR of ``model`` against the float outputs.
+
+    ``repeat``: the model is one of many variants of a model already run, so
+    PyTorch's runtime warnings were already shown once (for the base model)
+    and are not repeated for every variant.
+    """
     stats = ErrorStats()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        if repeat:
+            warnings.simplefilter("ignore", UserWarning)
         for args, expected in zip(batches, references, strict=True):
             got = _tensors(model(*args))
             if len(got) != len(expected):
