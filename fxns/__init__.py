@@ -38,7 +38,9 @@ from .errors import (
 )
 from .match import Matching, Pair, match
 from .report import LayerResult, Report, VariantReport
+from .sensitivity import sensitivity
 from .stats import METRICS
+from .variants import FloatLayer
 
 __all__ = [
     "METRICS",
@@ -46,6 +48,7 @@ __all__ = [
     "DataError",
     "DistributedError",
     "EngineError",
+    "FloatLayer",
     "FxnsError",
     "InstrumentError",
     "LayerResult",
@@ -66,4 +69,5 @@ __all__ = [
     "compare_variants",
     "compare_weights",
     "match",
+    "sensitivity",
 ]

@@ -1,102 +1,248 @@
 """The ``fxns`` command line.
 
-``fxns demo`` trains, quantizes and compares a built-in model, with nothing
-to download.
+``fxns compare|weights|diff|variants|sensitivity MODEL`` runs one of fxns's
+analyses on a model named as ``package.module:factory`` or
+``path/to/file.py:factory``. The factory is called with no arguments and
+returns the float model, or ``(float model, quantized model)``, or
+``(float model, quantized model, example batches)``; for ``variants`` the
+quantized model may be a dict of name → quantized model. When it returns no
+quantized model, fxns quantizes the float one with ``prepare_fx`` and
+``convert_fx`` for ``--backend``, calibrating on the example batches; without
+example batches, ``--input-shape`` makes random ones.
 
-Every error prints one line on stderr, ``fxns: error: ...``, and exits with a
-non-zero status: 2 for a usage mistake or an :class:`~fxns.errors.FxnsError`
-(whose message names the culprit and the fix), 1 for anything unexpected
-(``-v`` adds the traceback), 130 when interrupted.
+``fxns demo`` trains, quantizes and compares a built-in model, with nothing
+to download. Errors print one line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import importlib.util
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .errors import FxnsError
+import torch
+from torch import nn
 
-__all__ = ["main"]
+from .errors import DataError, FxnsError, ModelError
+
+__all__ = ["FORMATS", "LoadedModel", "load_model", "main"]
+
+logger = logging.getLogger(__name__)
+
+# Output formats of the analyses.
+FORMATS = ("table", "json", "csv", "html", "markdown")
+
+# Backends the command line offers (see fxns.quantize.BACKENDS).
+CLI_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn", "dynamic")
+
+# Random batches made from --input-shape when the factory gives none.
+DEFAULT_BATCHES = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     Example:
-        >>> main(["demo", "--train-seconds", "1"])  # doctest: +SKIP
+        >>> main(["compare", "torchvision.models:resnet18",
+        ...       "--input-shape", "1,3,64,64"])  # doctest: +SKIP
         0
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="fxns: %(message)s",
+    )
     try:
         return int(args.run(args))
     except FxnsError as err:
-        _error(str(err))
+        _fail(err, args.verbose)
         return 2
     except KeyboardInterrupt:
         print("fxns: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if args.verbose:
-            traceback.print_exc()
-        _error(
-            f"{type(err).__name__}: {err}"
-            + ("" if args.verbose else " (run with -v for the traceback)")
-        )
+        _fail(err, args.verbose, internal=True)
         return 1
 
 
-def _error(message: str) -> None:
-    """Print ``message`` as one line on stderr."""
-    line = " ".join(part.strip() for part in str(message).splitlines())
-    print(f"fxns: error: {line}", file=sys.stderr)
+@dataclass
+class LoadedModel:
+    """What a model factory returned, put in order."""
+
+    # The float model, in eval mode.
+    float_model: nn.Module
+    # The quantized model(s) it returned: one model, a dict of variants, or
+    # None when fxns should quantize the float model itself.
+    quantized: nn.Module | dict[str, nn.Module] | None
+    # Example batches it returned, or None.
+    batches: list[Any] | None
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its usage errors on one line, like fxns's own."""
+def load_model(spec: str) -> LoadedModel:
+    """Import ``package.module:factory`` or ``path/to/file.py:factory`` and call it.
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    Raises:
+        ModelError: the spec is malformed, the import or the call fails, or
+            the factory returns something other than a model, a (float,
+            quantized) pair or a (float, quantized, batches) triple.
+
+    Example:
+        >>> loaded = load_model("torchvision.models:resnet18")  # doctest: +SKIP
+        >>> loaded.quantized is None  # doctest: +SKIP
+        True
+    """
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ModelError(
+            f"MODEL must be package.module:factory or path/to/file.py:factory, "
+            f"got {spec!r}"
+        )
+    module = _import(where, spec)
+    factory: Any = module
+    for part in name.split("."):
+        if not hasattr(factory, part):
+            raise ModelError(f"{where} has no attribute {name!r} (from MODEL {spec!r})")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ModelError(f"{spec} is a {type(factory).__name__}, not a factory")
+    try:
+        result = factory()
+    except Exception as err:
+        raise ModelError(
+            f"the factory {spec} failed: {type(err).__name__}: {_first_line(err)}"
+        ) from err
+    return _unpack(result, spec)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="fxns",
-        description=(
-            "Find the layer where a quantized PyTorch model departs from its "
-            "float twin."
-        ),
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log progress at INFO level"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+# --- the commands -----------------------------------------------------------------
 
-    demo = sub.add_parser(
-        "demo",
-        help="train, quantize and compare a built-in CNN (no downloads)",
-        description=(
-            "Train a small CNN (residual add, cat, squeeze-excite mul, conv+bn+relu) "
-            "on synthetic images, quantize it with prepare_fx/convert_fx and print "
-            "fxns's weight, shadow and propagated comparisons."
-        ),
-    )
-    demo.add_argument(
-        "--train-seconds",
-        type=float,
-        default=8.0,
-        help="training time budget (default 8)",
-    )
-    demo.add_argument(
-        "--top", type=int, default=None, help="show only the N worst layers"
-    )
-    demo.set_defaults(run=_run_demo)
-    return parser
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_activations
+
+    loaded = load_model(args.model)
+    batches = _batches(loaded, args)
+    with _engine(_engine_for(args.backend, loaded)):
+        quant = _single_quantized(loaded, args, batches)
+        report = compare_activations(loaded.float_model, quant, batches, mode=args.mode)
+    _emit_report(report, args)
+    return 0
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from .compare import compare_weights
+
+    loaded = load_model(args.model)
+    batches = _batches(loaded, args) if loaded.quantized is None else []
+    with _engine(_engine_for(args.backend, loaded)):
+        quant = _single_quantized(loaded, args, batches)
+        report = compare_weights(loaded.float_model, quant)
+    _emit_report(report, args)
+    return 0
+
+
+def _run_diff(args: argparse.Namespace) -> int:
+    try:
+        from .diff import diff as graph_diff  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as err:
+        raise FxnsError(
+            "fxns diff is not available yet in this version (no graph diff); "
+            "`fxns compare` lists the matched pairs meanwhile"
+        ) from err
+    loaded = load_model(args.model)
+    batches = _batches(loaded, args) if loaded.quantized is None else []
+    with _engine(_engine_for(args.backend, loaded)):
+        quant = _single_quantized(loaded, args, batches)
+        result = graph_diff(loaded.float_model, quant)
+    if args.format in ("table", "markdown"):
+        text = str(result)
+    else:
+        render = getattr(result, f"to_{args.format}", None)
+        if not callable(render):
+            raise FxnsError(f"fxns diff cannot write --format {args.format}; use table")
+        text = str(render())
+    _write(text, args.output)
+    return 0
+
+
+def _run_variants(args: argparse.Namespace) -> int:
+    from .compare import compare_activations
+    from .quantize import quantize_fx
+    from .report import VariantReport
+    from .variants import float_layers
+
+    loaded = load_model(args.model)
+    batches = _batches(loaded, args)
+    reports = {}
+    given = loaded.quantized
+    if isinstance(given, dict):
+        for name, quant in given.items():
+            reports[name] = compare_activations(
+                loaded.float_model, quant, batches, mode=args.mode
+            )
+    else:
+        if given is not None:
+            reports["given"] = compare_activations(
+                loaded.float_model, given, batches, mode=args.mode
+            )
+        backends = args.backend or ["x86"]
+        fusions = args.fusion or (["all", "none"] if len(backends) == 1 else ["all"])
+        for backend in backends:
+            for fusion in fusions:
+                name = _variant_name(backend, fusion, backends, fusions)
+                with _engine(_static_engine(backend)):
+                    quant = quantize_fx(
+                        loaded.float_model, batches, backend, fusion=fusion
+                    )
+                    reports[name] = compare_activations(
+                        loaded.float_model, quant, batches, mode=args.mode
+                    )
+    v = VariantReport(reports, float_layers(loaded.float_model))
+    metrics = _split(args.metrics) or ["sqnr"]
+    fmt = args.format
+    if fmt in ("table", "markdown"):
+        text = v.table(metrics, tablefmt="github" if fmt == "markdown" else "simple")
+    elif fmt == "json":
+        text = v.to_json()
+    elif fmt == "csv":
+        text = v.to_csv()
+    else:
+        text = v.to_html()
+    _write(text, args.output, v._title())
+    return 0
+
+
+def _run_sensitivity(args: argparse.Namespace) -> int:
+    from .sensitivity import sensitivity
+
+    loaded = load_model(args.model)
+    if loaded.quantized is not None:
+        logger.warning(
+            "sensitivity quantizes the float model itself with prepare_fx; "
+            "the quantized model from %s is not used",
+            args.model,
+        )
+    batches = _batches(loaded, args)
+    backend = args.backend or "x86"
+    with _engine(_static_engine(backend)):
+        report = sensitivity(
+            loaded.float_model,
+            batches,
+            backend=backend,
+            fusion=args.fusion or "all",
+            layers=_split(args.layers) or None,
+        )
+    _emit_report(report, args)
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -120,3 +266,402 @@ def _run_demo(args: argparse.Namespace) -> int:
             f"{row.metrics['sqnr']:.1f} dB. Done in {result.seconds:.0f} s."
         )
     return 0
+
+
+# --- the parser -------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fxns",
+        description=(
+            "Find the layer where a quantized PyTorch model departs from its "
+            "float twin."
+        ),
+        epilog=(
+            "MODEL is package.module:factory or path/to/file.py:factory; the "
+            "factory returns the float model, or (float, quantized), or (float, "
+            "quantized, example batches). Example: fxns compare "
+            "torchvision.models:resnet18 --input-shape 1,3,224,224"
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress at INFO level"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = _Parser(add_help=False)
+    model.add_argument(
+        "model", metavar="MODEL", help="package.module:factory or file.py:factory"
+    )
+    model.add_argument(
+        "--input-shape",
+        action="append",
+        type=_shape,
+        metavar="N,C,H,W",
+        help="shape of random example inputs when the factory gives no batches "
+        "(repeat for a model with several inputs)",
+    )
+    model.add_argument(
+        "--batches",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"number of batches to use (default: all the factory gives, or "
+        f"{DEFAULT_BATCHES} random ones)",
+    )
+    model.add_argument(
+        "--seed", type=int, default=0, help="seed of the random example inputs"
+    )
+    model.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="output format (default table)",
+    )
+    model.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="write to PATH instead of standard output",
+    )
+
+    one_backend = _Parser(add_help=False)
+    one_backend.add_argument(
+        "--backend",
+        choices=CLI_BACKENDS,
+        default=None,
+        help="quantize the float model for this backend when the factory gives "
+        "no quantized model (default x86), and run on its engine",
+    )
+    one_backend.add_argument(
+        "--fusion",
+        choices=("all", "conv_bn", "none"),
+        default=None,
+        help="what to fuse when fxns quantizes (default all)",
+    )
+    ranking = _Parser(add_help=False)
+    ranking.add_argument("--sort", metavar="METRIC", help="sort worst first by METRIC")
+    ranking.add_argument(
+        "--top", type=_positive, metavar="N", help="keep the N first rows"
+    )
+
+    compare = sub.add_parser(
+        "compare",
+        parents=[model, one_backend, ranking],
+        help="per-layer error of the activations",
+        description="Run both models on the batches and report every matched "
+        "layer's error.",
+    )
+    compare.add_argument(
+        "--mode",
+        choices=("shadow", "propagated"),
+        default="shadow",
+        help="shadow: each layer's own error; propagated: with everything "
+        "upstream quantized (default shadow)",
+    )
+    compare.set_defaults(run=_run_compare)
+
+    weights = sub.add_parser(
+        "weights",
+        parents=[model, one_backend, ranking],
+        help="per-layer error of the weights",
+        description="Compare every matched weight with its quantized twin.",
+    )
+    weights.set_defaults(run=_run_weights)
+
+    diff = sub.add_parser(
+        "diff",
+        parents=[model, one_backend],
+        help="the two graphs side by side",
+        description="Print how the quantized graph differs from the float one.",
+    )
+    diff.set_defaults(run=_run_diff)
+
+    variants = sub.add_parser(
+        "variants",
+        parents=[model],
+        help="several quantized variants side by side",
+        description="Quantize the float model several ways (every --backend with "
+        "every --fusion; default x86 with fusion all and none), or take the "
+        "variants the factory returns as a dict, and compare them layer by layer.",
+    )
+    variants.add_argument(
+        "--backend", action="append", choices=CLI_BACKENDS, help="repeat for several"
+    )
+    variants.add_argument(
+        "--fusion",
+        action="append",
+        choices=("all", "conv_bn", "none"),
+        help="repeat for several",
+    )
+    variants.add_argument(
+        "--mode",
+        choices=("shadow", "propagated"),
+        default="propagated",
+        help="default propagated: each layer's error with everything upstream "
+        "quantized",
+    )
+    variants.add_argument(
+        "--metrics", default="sqnr", metavar="M,M", help="metric columns (default sqnr)"
+    )
+    variants.set_defaults(run=_run_variants)
+
+    sens = sub.add_parser(
+        "sensitivity",
+        parents=[model, one_backend, ranking],
+        help="which layers to keep in float",
+        description="For each layer, the end-to-end SQNR with only that layer "
+        "in float and with only that layer quantized, on real quantized kernels. "
+        "Costs two prepare_fx/convert_fx and two runs over the batches per layer.",
+    )
+    sens.add_argument("--layers", metavar="NAME,NAME", help="only these layers")
+    sens.set_defaults(run=_run_sensitivity)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train, quantize and compare a built-in CNN (no downloads)",
+        description=(
+            "Train a small CNN (residual add, cat, squeeze-excite mul, conv+bn+relu) "
+            "on synthetic images, quantize it with prepare_fx/convert_fx and print "
+            "fxns's weight, shadow and propagated comparisons."
+        ),
+    )
+    demo.add_argument(
+        "--train-seconds",
+        type=float,
+        default=8.0,
+        help="training time budget (default 8)",
+    )
+    demo.add_argument(
+        "--top", type=int, default=None, help="show only the N worst layers"
+    )
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: give sizes separated by commas, e.g. 1,3,224,224"
+        ) from None
+    if not shape or any(s <= 0 for s in shape):
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: sizes must be positive, e.g. 1,3,224,224"
+        )
+    return shape
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be positive")
+    return value
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def _import(where: str, spec: str) -> Any:
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise ModelError(f"no file {where} (from MODEL {spec!r})")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ModelError(f"cannot import {where} as Python (from MODEL {spec!r})")
+        module = importlib.util.module_from_spec(module_spec)
+        # The file's own directory, for its imports of modules beside it.
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as err:
+            raise ModelError(
+                f"importing {where} failed: {type(err).__name__}: {_first_line(err)}"
+            ) from err
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    try:
+        return importlib.import_module(where)
+    except Exception as err:
+        raise ModelError(
+            f"cannot import {where} (from MODEL {spec!r}): "
+            f"{type(err).__name__}: {_first_line(err)}"
+        ) from err
+
+
+def _unpack(result: Any, spec: str) -> LoadedModel:
+    items = result if isinstance(result, tuple) else (result,)
+    if not 1 <= len(items) <= 3:
+        raise ModelError(
+            f"the factory {spec} returned {len(items)} items; return the float "
+            "model, (float, quantized) or (float, quantized, batches)"
+        )
+    float_model, quantized, batches = (*items, None, None)[:3]
+    if not isinstance(float_model, nn.Module):
+        raise ModelError(
+            f"the factory {spec} returned a {type(float_model).__name__} as the "
+            "float model; return a torch.nn.Module"
+        )
+    if quantized is not None and not isinstance(quantized, nn.Module | Mapping):
+        raise ModelError(
+            f"the factory {spec} returned a {type(quantized).__name__} as the "
+            "quantized model; return a torch.nn.Module, a dict of them, or None"
+        )
+    # Factories such as torchvision's build models in training mode.
+    float_model.eval()
+    if isinstance(quantized, nn.Module):
+        quantized.eval()
+    return LoadedModel(
+        float_model=float_model,
+        quantized=dict(quantized) if isinstance(quantized, Mapping) else quantized,
+        batches=list(batches) if batches is not None else None,
+    )
+
+
+def _batches(loaded: LoadedModel, args: argparse.Namespace) -> list[Any]:
+    if loaded.batches is not None:
+        batches = loaded.batches[: args.batches] if args.batches else loaded.batches
+        if not batches:
+            raise DataError(f"the factory {args.model} returned no example batches")
+        return batches
+    if not args.input_shape:
+        raise DataError(
+            f"the factory {args.model} returns no example batches: give "
+            "--input-shape (e.g. --input-shape 1,3,224,224)"
+        )
+    g = torch.Generator().manual_seed(args.seed)
+    count = args.batches or DEFAULT_BATCHES
+    shapes = args.input_shape
+    return [
+        tuple(torch.randn(s, generator=g) for s in shapes)
+        if len(shapes) > 1
+        else torch.randn(shapes[0], generator=g)
+        for _ in range(count)
+    ]
+
+
+def _single_quantized(
+    loaded: LoadedModel, args: argparse.Namespace, batches: list[Any]
+) -> nn.Module:
+    from .quantize import quantize_fx
+
+    if isinstance(loaded.quantized, nn.Module):
+        return loaded.quantized
+    if isinstance(loaded.quantized, dict):
+        raise ModelError(
+            f"the factory {args.model} returns several quantized models; "
+            "use `fxns variants` to compare them"
+        )
+    if not batches:
+        raise DataError(
+            f"the factory {args.model} returns no quantized model and no batches "
+            "to calibrate one on: give --input-shape"
+        )
+    return quantize_fx(
+        loaded.float_model, batches, args.backend or "x86", fusion=args.fusion or "all"
+    )
+
+
+def _engine_for(backend: str | None, loaded: LoadedModel) -> str | None:
+    # A quantized model from the factory runs on the engine it was made for,
+    # which only its author knows: keep the current one unless told.
+    if backend is None and loaded.quantized is not None:
+        return None
+    return _static_engine(backend or "x86")
+
+
+def _static_engine(backend: str) -> str | None:
+    if backend == "dynamic":
+        return None
+    return backend
+
+
+@contextlib.contextmanager
+def _engine(name: str | None) -> Iterator[None]:
+    """Run on the quantized engine ``name`` (None: leave it as it is)."""
+    previous = torch.backends.quantized.engine
+    if name is not None and name != previous:
+        if name not in torch.backends.quantized.supported_engines:
+            raise FxnsError(
+                f"backend {name} is not available in this PyTorch build; it has "
+                f"{', '.join(torch.backends.quantized.supported_engines)}"
+            )
+        torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _variant_name(
+    backend: str, fusion: str, backends: Sequence[str], fusions: Sequence[str]
+) -> str:
+    if len(backends) == 1:
+        return f"fusion={fusion}" if len(fusions) > 1 else backend
+    return backend if len(fusions) == 1 else f"{backend}/{fusion}"
+
+
+def _emit_report(report: Any, args: argparse.Namespace) -> None:
+    from .report import Report
+
+    if args.sort or args.top:
+        report = Report(
+            report.sorted_rows(args.sort, args.top), mode=report.mode, meta=report.meta
+        )
+    fmt = args.format
+    if fmt == "table":
+        text = report.table()
+    elif fmt == "markdown":
+        text = report.table(tablefmt="github")
+    elif fmt == "json":
+        text = report.to_json()
+    elif fmt == "csv":
+        text = report.to_csv()
+    else:
+        text = report.to_html()
+    _write(text, args.output, report.summary())
+
+
+def _write(text: str, output: str | None, summary: str = "") -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(output).write_text(
+            text if text.endswith("\n") else text + "\n", encoding="utf-8"
+        )
+    except OSError as err:
+        raise FxnsError(f"cannot write {output}: {err.strerror or err}") from err
+    print(f"fxns: wrote {output}" + (f" ({summary})" if summary else ""))
+
+
+def _split(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def _fail(err: BaseException, verbose: bool, internal: bool = False) -> None:
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    kind = f"{type(err).__name__}: " if internal else ""
+    hint = " (run with -v for the traceback)" if internal and not verbose else ""
+    print(f"fxns: error: {kind}{_first_line(err)}{hint}", file=sys.stderr)
+
+
+def _first_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (its lines joined by spaces)."""
+    text = " ".join(part.strip() for part in str(err).strip().splitlines())
+    return text or type(err).__name__

@@ -51,8 +51,10 @@ from .instrument import (
 )
 from .match import Matching, Pair, match
 from .ops import element_name
+from .progress import count_batches, progress
 from .report import LayerResult, Report, VariantReport
 from .stats import ErrorStats
+from .variants import float_layers
 from .weights import weight_pairs
 
 __all__ = [
@@ -129,7 +131,9 @@ def compare_weights(
             )
         )
     _warn_nonfinite(rows)
-    return Report(rows, mode="weights", meta=_meta(matching, 0, rows))
+    report = Report(rows, mode="weights", meta=_meta(matching, 0, rows))
+    logger.info(report.summary())
+    return report
 
 
 def compare_activations(
@@ -208,7 +212,9 @@ def compare_activations(
             # raise too instead of waiting for this one forever.
             check_in(group, (), {}, 0, failure=err)
         raise
-    return report_from(inst, batches, group=group)
+    report = report_from(inst, batches, group=group)
+    logger.info(report.summary())
+    return report
 
 
 def compare_variants(
@@ -216,7 +222,7 @@ def compare_variants(
     variants: Mapping[str, nn.Module],
     data: Any,
     *,
-    mode: str = "shadow",
+    mode: str = "propagated",
     input_fn: InputFn | None = None,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
@@ -224,20 +230,29 @@ def compare_variants(
 ) -> VariantReport:
     """Compare several quantized variants of one float model on the same data.
 
+    The variants can differ in anything: fusion (none, conv+bn, conv+bn+relu),
+    qconfigs, backends. The table has one row per layer of the float model,
+    so the rows line up even where one variant fused layers that another did
+    not: a fused group's numbers are read on its last float layer, the layer
+    whose output both variants produce.
+
     Args:
         float_model: the float model.
-        variants: name → quantized model (different fusions, qconfigs,
-            backends of the same float model).
+        variants: name → quantized model, in the order the columns should
+            have.
         data: as for :func:`compare_activations`; it is iterated once per
-            variant, so pass a list or a re-iterable ``DataLoader``.
-        mode: ``"shadow"`` or ``"propagated"``.
+            variant (a generator is read into a list first).
+        mode: ``"propagated"`` (default): the error of each layer's output
+            with everything upstream quantized, which compares strategies
+            end to end; ``"shadow"``: each group's own error.
         input_fn: as for :func:`compare_activations`.
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
         distributed: as for :func:`compare_activations`.
 
     Returns:
-        A :class:`VariantReport`; ``print`` it for the side-by-side table.
+        A :class:`VariantReport`: ``print`` it for the side-by-side table;
+        ``.reports`` holds each variant's :class:`Report`.
 
     Raises:
         ModelError: ``variants`` is not a non-empty mapping of name to
@@ -249,6 +264,7 @@ def compare_variants(
         >>> v = fxns.compare_variants(float_model, {"fused": q1, "unfused": q2},
         ...                           batches)  # doctest: +SKIP
         >>> print(v)  # doctest: +SKIP
+        >>> v.reports["fused"]["layer1.0.conv1"].metrics["sqnr"]  # doctest: +SKIP
     """
     if not isinstance(variants, Mapping):
         raise ModelError(
@@ -265,11 +281,11 @@ def compare_variants(
             )
     _check_mode(mode)
     _check_input_fn(input_fn)
+    if isinstance(data, Iterator):
+        data = list(data)
     # Once here, so that a float model in training mode warns once, not once
     # per variant.
     float_model = _eval_model(float_model, "float model")
-    if isinstance(data, Iterator):
-        data = list(data)
     reports = {
         name: compare_activations(
             float_model,
@@ -283,7 +299,10 @@ def compare_variants(
         )
         for name, model in variants.items()
     }
-    return VariantReport(reports)
+    layers = float_layers(
+        float_model, leaf_modules=leaf_modules, leaf_module_names=leaf_module_names
+    )
+    return VariantReport(reports, layers)
 
 
 def add_loggers(
@@ -416,6 +435,8 @@ def run_batches(
 ) -> int:
     """Run ``module`` on every batch of ``data``; return the number of batches.
 
+    Over more than a few batches, a progress bar shows on a terminal.
+
     Args:
         module: the instrumented model.
         data: as for :func:`compare_activations`.
@@ -433,8 +454,9 @@ def run_batches(
     # stderr; fxns reports failures itself, naming the node.
     forward = module.forward if isinstance(module, fx.GraphModule) else module
     count = 0
+    steps = progress(iter_batches(data), total=count_batches(data), desc="fxns")
     with torch.no_grad():
-        for index, batch in enumerate(iter_batches(data)):
+        for index, batch in enumerate(steps):
             args = _model_args(batch, index, input_fn)
             if n_inputs is not None and len(args) != n_inputs:
                 raise DataError(

@@ -776,8 +776,8 @@ class _GraphBuilder:
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
         gm = fx.GraphModule(self.root, self.graph, class_name)
-        # Only the new root: ``eval()`` would recurse into the callers' modules
-        # (convert_fx leaves quantized modules in training mode).
+        # Only the new root's own flag: its submodules are the caller's
+        # objects, and .eval() would change their flags.
         gm.training = False
         return gm
 

@@ -13,17 +13,34 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx, nn
 
-from .errors import FxnsError
+from .errors import DataError, FxnsError, ModelError
 
-__all__ = ["BACKENDS", "quantize_fx", "quiet_torch_ao"]
+if TYPE_CHECKING:
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.backend_config import BackendConfig
+
+__all__ = [
+    "BACKENDS",
+    "FUSIONS",
+    "backend_config",
+    "qconfig_mapping_for",
+    "quantize_fx",
+    "quiet_torch_ao",
+]
 
 # Static backends take a calibration pass; "dynamic" quantizes weights only.
 BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn", "dynamic")
+
+# Fusion strategies: "all" fuses whatever the backend can (conv+bn+relu,
+# linear+relu, add+relu); "conv_bn" only folds batch norms into the conv or
+# linear before them, and runs activations as separate quantized ops; "none"
+# fuses nothing (batch norms become quantized batch norm modules).
+FUSIONS = ("all", "conv_bn", "none")
 
 
 @contextlib.contextmanager
@@ -42,6 +59,8 @@ def quantize_fx(
     model: nn.Module,
     calibration: Iterable[Any],
     backend: str = "x86",
+    *,
+    fusion: str = "all",
 ) -> fx.GraphModule:
     """A quantized copy of ``model`` made with ``prepare_fx``/``convert_fx``.
 
@@ -53,6 +72,8 @@ def quantize_fx(
             ``dynamic`` (int8 weights, activations quantized on the fly).
             The model runs on whatever ``torch.backends.quantized.engine``
             is set to; this function does not change it.
+        fusion: one of :data:`FUSIONS`: ``all`` (the backend's default),
+            ``conv_bn`` or ``none``.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4)).eval()
@@ -60,28 +81,108 @@ def quantize_fx(
         >>> type(q.get_submodule("0")).__name__
         'Linear'
     """
-    from torch.ao.quantization import (
-        QConfigMapping,
-        default_dynamic_qconfig,
-        get_default_qconfig_mapping,
-    )
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    if backend not in BACKENDS:
-        raise FxnsError(
-            f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}"
-        )
+    qconfig_mapping = qconfig_mapping_for(backend)
+    config = backend_config(fusion)
     batches = [b if isinstance(b, tuple) else (b,) for b in calibration]
     if not batches:
         raise FxnsError("quantize_fx needs at least one calibration batch")
 
     with quiet_torch_ao():
-        if backend == "dynamic":
-            qconfig_mapping = QConfigMapping().set_global(default_dynamic_qconfig)
-        else:
-            qconfig_mapping = get_default_qconfig_mapping(backend)
-        prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, batches[0])
+        try:
+            prepared = prepare_fx(
+                copy.deepcopy(model).eval(),
+                qconfig_mapping,
+                batches[0],
+                backend_config=config,
+            )
+        except Exception as err:
+            raise ModelError(
+                f"prepare_fx cannot quantize {type(model).__name__}: "
+                f"{type(err).__name__}: {_first_line(err)}"
+            ) from err
         with torch.no_grad():
-            for args in batches:
-                prepared(*args)
-        return convert_fx(prepared)
+            for index, args in enumerate(batches):
+                try:
+                    prepared(*args)
+                except Exception as err:
+                    raise DataError(
+                        f"calibration batch {index} does not fit "
+                        f"{type(model).__name__}: {type(err).__name__}: "
+                        f"{_first_line(err)}"
+                    ) from err
+        return convert_fx(prepared, backend_config=config)
+
+
+def qconfig_mapping_for(backend: str) -> QConfigMapping:
+    """The default ``QConfigMapping`` of ``backend`` (one of :data:`BACKENDS`).
+
+    Example:
+        >>> qconfig_mapping_for("x86").global_qconfig.weight.p.keywords["dtype"]
+        torch.qint8
+    """
+    from torch.ao.quantization import (
+        QConfigMapping,
+        default_dynamic_qconfig,
+        get_default_qconfig_mapping,
+    )
+
+    if backend not in BACKENDS:
+        raise FxnsError(
+            f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}"
+        )
+    with quiet_torch_ao():
+        if backend == "dynamic":
+            return QConfigMapping().set_global(default_dynamic_qconfig)
+        return get_default_qconfig_mapping(backend)
+
+
+def backend_config(fusion: str = "all") -> BackendConfig:
+    """PyTorch's native ``BackendConfig`` with only the fusions of ``fusion``.
+
+    Args:
+        fusion: one of :data:`FUSIONS`.
+
+    Example:
+        >>> config = backend_config("none")
+        >>> any(isinstance(c.pattern, tuple) for c in config.configs)
+        False
+    """
+    if fusion not in FUSIONS:
+        raise FxnsError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+    with quiet_torch_ao():
+        # quantize_fx loads the helpers that BackendConfig needs.
+        import torch.ao.quantization.quantize_fx  # noqa: F401
+        from torch.ao.quantization.backend_config import (
+            BackendConfig,
+            get_native_backend_config,
+        )
+
+        native = get_native_backend_config()
+    if fusion == "all":
+        return native
+    config = BackendConfig(f"{native.name}_fusion_{fusion}")
+    config.set_backend_pattern_configs(
+        [c for c in native.configs if _keeps(c.pattern, c.fuser_method, fusion)]
+    )
+    return config
+
+
+def _keeps(pattern: Any, fuser_method: Any, fusion: str) -> bool:
+    # Single-op patterns quantize one op; tuples fuse several into one.
+    if not isinstance(pattern, tuple):
+        return True
+    if fusion == "conv_bn":
+        return (
+            fuser_method is not None
+            and len(pattern) == 2
+            and isinstance(pattern[1], type)
+            and issubclass(pattern[1], nn.modules.batchnorm._BatchNorm)
+        )
+    return False
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

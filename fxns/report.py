@@ -2,9 +2,11 @@
 
 A :class:`Report` is a list of :class:`LayerResult` rows in the float model's
 execution order. It prints as a table (tabulate), sorts and filters
-(:meth:`Report.table`), and exports to a JSON-ready dict, JSON and CSV.
+(:meth:`Report.table`), and exports to a JSON-ready dict, JSON, CSV, a
+self-contained HTML page (:mod:`fxns.html`) and a pandas ``DataFrame``.
 :class:`VariantReport` holds one report per quantized variant of the same
-float model and prints them side by side.
+float model and prints them side by side, lined up on the float model's
+layers (:mod:`fxns.variants`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,30 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from .errors import ArgumentError, MetricError, ReportError, RowError
+from .errors import ArgumentError, FxnsError, MetricError, ReportError, RowError
 from .stats import HIGHER_IS_BETTER, METRICS
+from .variants import (
+    FUSED,
+    FloatLayer,
+    VariantRow,
+    align,
+    layers_from_reports,
+)
 
-__all__ = ["SCHEMA_VERSION", "LayerResult", "Report", "VariantReport"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "LayerResult",
+    "Report",
+    "VariantReport",
+    "higher_is_better",
+]
 
 # Version of the JSON layout written by Report.to_dict; readers accept this
 # version and older ones. 2 added the non-finite counts.
@@ -171,7 +189,7 @@ class Report:
         rows = list(self.rows)
         if sort_by is not None:
             self._check_metric(sort_by)
-            sign = 1.0 if sort_by in HIGHER_IS_BETTER else -1.0
+            sign = 1.0 if higher_is_better(sort_by) else -1.0
 
             def key(row: LayerResult) -> tuple[int, float]:
                 value = row.metrics.get(sort_by, math.nan)
@@ -387,6 +405,82 @@ class Report:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
+    def summary(self) -> str:
+        """One line: what was compared and the layer with the lowest SQNR.
+
+        Example:
+            >>> report.summary()  # doctest: +SKIP
+            'fxns shadow comparison: 42 layers, 3 batches; lowest SQNR: fc 18.2 dB'
+        """
+        head = self._title() or f"fxns report: {len(self.rows)} layers"
+        worst = [r for r in self.sorted_rows("sqnr", top=1) if "sqnr" in r.metrics]
+        if worst and not math.isnan(worst[0].metrics["sqnr"]):
+            row = worst[0]
+            head += f"; lowest SQNR: {row.name} {row.metrics['sqnr']:.1f} dB"
+        # A sensitivity report: the fully quantized output and the best gain.
+        if "baseline_sqnr" in self.meta:
+            head += f"; fully quantized output {self.meta['baseline_sqnr']:.1f} dB"
+        gains = [
+            r for r in self.rows if not math.isnan(r.metrics.get("gain", math.nan))
+        ]
+        best = sorted(gains, key=lambda r: -r.metrics["gain"])[:1]
+        if best:
+            row = best[0]
+            head += f"; keeping {row.name} in float gains {row.metrics['gain']:+.2f} dB"
+        return head
+
+    def to_html(self, path: str | Path | None = None, *, diff: Any = None) -> str:
+        """Write the report as one self-contained HTML page; return the HTML.
+
+        The page has the sortable table, SQNR along the network, the error of
+        the worst layers and the pairs of both graphs; it needs nothing but a
+        browser (no network, no files next to it).
+
+        Args:
+            path: where to write the page (not written if ``None``).
+            diff: a graph diff to show instead of the plain listing of pairs:
+                anything with ``_repr_html_`` or a readable ``str``.
+
+        Example:
+            >>> report.to_html("report.html")  # doctest: +SKIP
+        """
+        from .html import report_page
+
+        text = report_page(self, diff=diff)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _repr_html_(self) -> str:
+        from .html import report_fragment
+
+        return report_fragment(self)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The rows as a ``pandas.DataFrame`` indexed by layer name.
+
+        Columns: ``kind``, ``float_op``, ``quant_op``, one per metric, and
+        ``note``. Needs pandas (``pip install fxns[pandas]``).
+
+        Example:
+            >>> report.to_dataframe().sort_values("sqnr").head()  # doctest: +SKIP
+        """
+        pandas = _import_pandas()
+        metrics = self.metric_names()
+        records = [
+            {
+                NAME: row.name,
+                KIND: row.kind,
+                "float_op": _ops_cell(row.float_ops),
+                "quant_op": _ops_cell(row.quant_ops),
+                **{m: row.metrics.get(m, math.nan) for m in metrics},
+                NOTE: row.note,
+            }
+            for row in self.rows
+        ]
+        columns = [NAME, KIND, "float_op", "quant_op", *metrics, NOTE]
+        return pandas.DataFrame.from_records(records, columns=columns).set_index(NAME)
+
     def _check_metric(self, name: str) -> None:
         _check_metric(name, set(self.metric_names()) | set(METRICS), "this report has")
 
@@ -402,42 +496,268 @@ class Report:
 class VariantReport:
     """Reports of several quantized variants of one float model, side by side.
 
+    The rows are the float model's layers (:attr:`layers`), so they line up
+    whatever each variant fused: a fused group's numbers are read on its last
+    float layer, and its other layers show :data:`fxns.variants.FUSED`.
+
     Example:
         >>> v = fxns.compare_variants(f, {"a": q1, "b": q2}, data)  # doctest: +SKIP
         >>> print(v)  # doctest: +SKIP
+        >>> v.reports["a"]["layer1.0.conv1"].metrics["sqnr"]  # doctest: +SKIP
     """
 
+    # Variant name → its report, in the order given.
     reports: dict[str, Report]
+    # The float model's layers in execution order: the rows. When empty,
+    # they are worked out from the reports' rows.
+    layers: list[FloatLayer] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.table()
 
+    @property
+    def variants(self) -> list[str]:
+        """Variant names, in the order given."""
+        return list(self.reports)
+
+    @property
+    def mode(self) -> str:
+        """The comparison mode of the reports ("propagated", "shadow", ...)."""
+        modes = dict.fromkeys(r.mode for r in self.reports.values())
+        return "/".join(m for m in modes if m)
+
+    @property
+    def rows(self) -> list[VariantRow]:
+        """One row per float layer, with each variant's cell."""
+        return align(self.reports, self.layers or layers_from_reports(self.reports))
+
+    def metric_names(self) -> list[str]:
+        """The metrics present in any variant, standard ones first."""
+        names: dict[str, None] = {}
+        for report in self.reports.values():
+            names.update(dict.fromkeys(report.metric_names()))
+        return list(names)
+
     def table(
         self,
-        metric: str = "sqnr",
+        metrics: str | Sequence[str] = ("sqnr",),
         *,
         tablefmt: str = "simple",
         floatfmt: str | None = None,
+        legend: bool = True,
     ) -> str:
-        """One row per float layer, one ``metric`` column per variant."""
-        known = set(METRICS)
-        for report in self.reports.values():
-            known.update(report.metric_names())
-        _check_metric(metric, known, "these reports have")
-        names: dict[str, str] = {}
-        for report in self.reports.values():
-            for row in report.rows:
-                names.setdefault(row.name, row.kind)
-        headers = [NAME, KIND, *(f"{v} {metric}" for v in self.reports)]
+        """One row per float layer, one column per variant and metric.
+
+        Args:
+            metrics: the metric(s) to show for each variant.
+            tablefmt: any tabulate format ("simple", "github", ...).
+            floatfmt: format of the values (default: per metric).
+            legend: add the line that explains the fused-layer mark.
+
+        Example:
+            >>> print(v.table(["sqnr", "cosine"], tablefmt="github"))  # doctest: +SKIP
+        """
+        columns = [metrics] if isinstance(metrics, str) else list(metrics)
+        known = set(self.metric_names()) | set(METRICS)
+        for metric in columns:
+            _check_metric(metric, known, "these reports have")
+        headers = [NAME, KIND, *(f"{v} {m}" for v in self.reports for m in columns)]
         body = []
-        for name, kind in names.items():
-            line: list[Any] = [name, kind]
-            for report in self.reports.values():
-                found = report.get(name)
-                line.append(found.metrics.get(metric, "") if found else "")
+        for row in self.rows:
+            line: list[str] = [row.name, row.layer.kind]
+            for variant in self.reports:
+                cell = row.cells[variant]
+                for metric in columns:
+                    if cell is None:
+                        line.append("-")
+                    elif not cell.reads_here:
+                        line.append(FUSED)
+                    elif metric in cell.metrics:
+                        fmt = floatfmt or _FORMATS.get(metric, ".4g")
+                        line.append(format(cell.metrics[metric], fmt))
+                    else:
+                        line.append("")
             body.append(line)
-        fmt: str = floatfmt or _FORMATS.get(metric, ".4g")
-        return tabulate(body, headers=headers, tablefmt=tablefmt, floatfmt=fmt)
+        # Values are formatted above: the marks would stop tabulate's own
+        # number formatting for the whole column.
+        align = ["left", "left"] + ["right"] * (len(headers) - 2)
+        text = tabulate(
+            body,
+            headers=headers,
+            tablefmt=tablefmt,
+            disable_numparse=True,
+            colalign=align,
+        )
+        parts = [self._title(), text]
+        if legend:
+            parts.append(LEGEND)
+        return "\n".join(p for p in parts if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the aligned rows and every variant's report.
+
+        Example:
+            >>> v.to_dict()["rows"][0]["cells"]["fused"]["group"]  # doctest: +SKIP
+            'conv1'
+        """
+        return {
+            "schema": SCHEMA_VERSION,
+            "variants": self.variants,
+            "rows": [
+                {
+                    **row.layer.to_dict(),
+                    "cells": {
+                        v: (c.to_dict() if c is not None else None)
+                        for v, c in row.cells.items()
+                    },
+                }
+                for row in self.rows
+            ],
+            "reports": {v: r.to_dict() for v, r in self.reports.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VariantReport:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            reports={v: Report.from_dict(r) for v, r in data["reports"].items()},
+            layers=[
+                FloatLayer(name=r["name"], node=r["node"], kind=r["kind"])
+                for r in data.get("rows", ())
+            ],
+        )
+
+    def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        """Write :meth:`to_dict` as JSON to ``path`` (if given); return the text.
+
+        Example:
+            >>> v.to_json("variants.json")  # doctest: +SKIP
+        """
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """Write the aligned table as CSV to ``path`` (if given); return the text.
+
+        Columns: ``name``, ``kind``, then for each variant ``<variant> group``
+        (the variant's row that covers the layer) and ``<variant> <metric>``
+        for every metric, empty where the group is not read on this layer.
+
+        Example:
+            >>> v.to_csv("variants.csv")  # doctest: +SKIP
+        """
+        metrics = self.metric_names()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        header = [NAME, KIND]
+        for variant in self.reports:
+            header += [f"{variant} group", *(f"{variant} {m}" for m in metrics)]
+        writer.writerow(header)
+        for row in self.rows:
+            line: list[Any] = [row.name, row.layer.kind]
+            for variant in self.reports:
+                cell = row.cells[variant]
+                line.append(cell.group if cell is not None else "")
+                for metric in metrics:
+                    value = row.value(variant, metric)
+                    line.append(_json_float(value) if value is not None else "")
+            writer.writerow(line)
+        text = out.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """Write the side-by-side comparison as one self-contained HTML page.
+
+        The page has SQNR along the network for every variant and the
+        aligned, sortable table.
+
+        Example:
+            >>> v.to_html("variants.html")  # doctest: +SKIP
+        """
+        from .html import variants_page
+
+        text = variants_page(self)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _repr_html_(self) -> str:
+        from .html import variants_fragment
+
+        return variants_fragment(self)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The aligned table as a ``pandas.DataFrame`` indexed by layer name.
+
+        Columns: ``kind``, then ``<variant> <metric>`` for every variant and
+        metric (NaN where the variant's group is not read on that layer).
+        Needs pandas (``pip install fxns[pandas]``).
+
+        Example:
+            >>> v.to_dataframe()[["fused sqnr", "unfused sqnr"]]  # doctest: +SKIP
+        """
+        pandas = _import_pandas()
+        metrics = self.metric_names()
+        records = []
+        for row in self.rows:
+            record: dict[str, Any] = {NAME: row.name, KIND: row.layer.kind}
+            for variant in self.reports:
+                for metric in metrics:
+                    value = row.value(variant, metric)
+                    record[f"{variant} {metric}"] = (
+                        value if value is not None else math.nan
+                    )
+            records.append(record)
+        columns = [NAME, KIND] + [f"{v} {m}" for v in self.reports for m in metrics]
+        return pandas.DataFrame.from_records(records, columns=columns).set_index(NAME)
+
+    def _title(self) -> str:
+        names = ", ".join(self.reports)
+        mode = f" {self.mode}" if self.mode else ""
+        batches = {r.meta.get("batches") for r in self.reports.values()} - {None}
+        seen = ""
+        if len(batches) == 1:
+            (n,) = batches
+            seen = f", {n} batch{'es' if n != 1 else ''}"
+        return (
+            f"fxns{mode} comparison of {len(self.reports)} variants ({names}): "
+            f"{len(self.rows)} layers{seen}"
+        )
+
+
+# Explains the marks of the side-by-side table.
+LEGEND = (
+    f"{FUSED} fused into a group whose numbers are on a layer below; "
+    "- no counterpart in that variant"
+)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of ``metric`` mean less error.
+
+    True for ``sqnr`` and ``cosine`` and for metrics derived from them
+    (``sqnr_float``: an SQNR measured in another setting).
+
+    Example:
+        >>> higher_is_better("sqnr"), higher_is_better("mse")
+        (True, False)
+    """
+    return metric in HIGHER_IS_BETTER or metric.split("_", 1)[0] in HIGHER_IS_BETTER
+
+
+def _import_pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as err:
+        raise FxnsError(
+            "to_dataframe needs pandas, which is not installed; "
+            "install it with: pip install fxns[pandas]"
+        ) from err
+    return pandas
 
 
 # Default display format per metric: enough digits to tell layers apart.

@@ -1,14 +1,205 @@
-"""The command line."""
+"""The command line: every example in docs/cli.md, model factories, errors."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 import fxns
-from fxns.cli import main
+from fxns.cli import load_model, main
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "cli.md"
+
+# The documented commands use ImageNet-sized inputs; the tests run them on
+# smaller images to stay fast (everything else is as written).
+FULL_SIZE, TEST_SIZE = "1,3,224,224", "1,3,64,64"
+
+
+def _documented_commands() -> list[str]:
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = re.findall(r"```console\n(.*?)```", text, flags=re.DOTALL)
+    return [
+        line.removeprefix("$ ").strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("$ fxns ")
+    ]
+
+
+def test_docs_have_examples_of_every_command() -> None:
+    commands = _documented_commands()
+    used = {shlex.split(c)[1] for c in commands}
+    assert used == {"compare", "weights", "variants", "sensitivity", "diff"}
+    assert (
+        "fxns compare torchvision.models:resnet18 --input-shape 1,3,224,224" in commands
+    )
+
+
+def _has_graph_diff() -> bool:
+    try:
+        from fxns.diff import diff  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _documented_commands())
+def test_documented_command_runs(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    argv = shlex.split(command.replace(FULL_SIZE, TEST_SIZE))[1:]
+    code = main(argv)
+    out, err = capsys.readouterr()
+
+    if argv[0] == "diff" and not _has_graph_diff():
+        assert code == 2
+        assert err.count("\n") == 1 and "not available yet" in err
+        return
+    assert code == 0, err
+    if "--output" in argv:
+        written = tmp_path / argv[argv.index("--output") + 1]
+        assert written.stat().st_size > 0
+        assert out.startswith(f"fxns: wrote {written.name} (")
+    else:
+        assert out.strip(), "nothing printed"
+
+
+def _factory_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "factories.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\nfrom fxns.quantize import quantize_fx\n\n"
+        "def net():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),\n"
+        "                         nn.Linear(4 * 6 * 6, 2))\n\n" + body,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_factory_forms(tmp_path: Path) -> None:
+    path = _factory_file(
+        tmp_path,
+        "def batches():\n"
+        "    return [torch.randn(2, 3, 8, 8) for _ in range(3)]\n\n"
+        "def triple():\n"
+        "    model = net().eval()\n"
+        "    return model, quantize_fx(model, batches()), batches()\n\n"
+        "def pair():\n"
+        "    model = net().eval()\n"
+        "    return model, quantize_fx(model, batches())\n\n"
+        "def many():\n"
+        "    return net(), {'a': net()}, batches()\n",
+    )
+    loaded = load_model(f"{path}:net")
+    assert loaded.quantized is None and loaded.batches is None
+    assert not loaded.float_model.training  # put in eval mode
+    loaded = load_model(f"{path}:triple")
+    assert isinstance(loaded.quantized, torch.fx.GraphModule)
+    assert len(loaded.batches or []) == 3
+    assert load_model(f"{path}:pair").batches is None
+    assert isinstance(load_model(f"{path}:many").quantized, dict)
+    assert isinstance(load_model("torch.nn:Identity").float_model, nn.Identity)
+
+
+def test_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _factory_file(
+        tmp_path,
+        "def triple():\n"
+        "    model = net().eval()\n"
+        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
+        "    return model, quantize_fx(model, data), data\n",
+    )
+    model = f"{path}:triple"
+
+    assert main(["compare", model, "--format", "json", "--mode", "propagated"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "propagated"
+    assert [r["kind"] for r in data["rows"]] == ["conv2d+relu", "flatten", "linear"]
+
+    assert (
+        main(["compare", model, "--format", "csv", "--sort", "sqnr", "--top", "2"]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,kind,") and len(lines) == 3
+
+    assert main(["weights", model, "--format", "markdown"]) == 0
+    assert re.search(r"^\|\s+name\s+\| kind", capsys.readouterr().out, re.MULTILINE)
+
+    assert main(["compare", model, "--format", "html"]) == 0
+    assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
+
+    assert main(["variants", model, "--format", "csv", "--metrics", "sqnr,mse"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith("name,kind,given group,given sqnr")
+    assert "fusion=none sqnr" in header
+
+    assert main(["sensitivity", model, "--layers", "0", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["name"] for r in rows] == ["0"] and "gain" in rows[0]["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "resnet18"], "MODEL must be package.module:factory"),
+        (["compare", "no_such_module_xyz:f"], "cannot import no_such_module_xyz"),
+        (
+            ["compare", "torch.nn:NoSuchThing"],
+            "torch.nn has no attribute 'NoSuchThing'",
+        ),
+        (["compare", "missing/file.py:f"], "no file missing/file.py"),
+        (["compare", "torchvision.models:resnet18"], "give --input-shape"),
+        (["compare", "torch.nn:Identity", "--input-shape", "0,3"], "invalid shape"),
+        (
+            ["compare", "torchvision.models:resnet18", "--input-shape", "1,3"],
+            "calibration batch 0 does not fit ResNet",
+        ),
+        (["compare", "torch:tensor"], "the factory torch:tensor failed"),
+        (["compare", "torch.nn:Identity", "--format", "pdf"], "invalid choice: 'pdf'"),
+        (["demo", "--train-seconds", "x"], "invalid float value"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _status(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("fxns") and message in err
+
+
+def _status(argv: list[str]) -> int:
+    """main's status, also for argparse's errors, which exit."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return int(done.code or 0)
+
+
+def test_bad_sort_metric_is_one_line(tmp_path: Path, capsys) -> None:
+    path = _factory_file(tmp_path, "")
+    code = main(["compare", f"{path}:net", "--input-shape", "1,3,8,8", "--sort", "snr"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "fxns: error: unknown metric 'snr'; "
+        "this report has cosine, max_abs, mse, sqnr\n"
+    )
 
 
 def test_demo_prints_all_three_tables(capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,7 +220,8 @@ def test_python_dash_m_runs_and_errors_are_one_line() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "invalid float value" in _one_line(done.stderr)
+    assert "invalid float value" in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 # --- errors: one line on stderr, non-zero exit ------------------------------------

@@ -80,3 +80,43 @@ def test_csv_has_a_header_and_a_line_per_row(tmp_path) -> None:
     assert [r["name"] for r in rows] == ["a", "b", "c", "d"]
     assert rows[1]["sqnr"] == "inf"
     assert rows[0]["float_ops"] == "nn.Conv2d"
+
+
+def test_summary_names_the_worst_layer() -> None:
+    assert _report().summary() == (
+        "fxns shadow comparison: 4 layers, 3 batches; lowest SQNR: c 12.5 dB"
+    )
+
+
+def test_sqnr_like_metrics_sort_lowest_first() -> None:
+    from fxns.report import higher_is_better
+
+    assert higher_is_better("sqnr") and higher_is_better("sqnr_float")
+    assert not higher_is_better("mse") and not higher_is_better("gain")
+
+
+def test_dataframe_has_a_row_per_layer() -> None:
+    pytest.importorskip("pandas")
+    df = _report().to_dataframe()
+    assert list(df.index) == ["a", "b", "c", "d"]
+    assert list(df.columns) == [
+        "kind",
+        "float_op",
+        "quant_op",
+        "sqnr",
+        "cosine",
+        "mse",
+        "max_abs",
+        "note",
+    ]
+    assert df.loc["c", "sqnr"] == 12.5 and df.loc["b", "sqnr"] == math.inf
+    assert math.isnan(df.loc["d", "sqnr"])
+    assert df.sort_values("sqnr").index[0] == "c"
+
+
+def test_dataframe_without_pandas_says_how_to_install_it(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # makes the import fail
+    with pytest.raises(fxns.FxnsError, match=r"pip install fxns\[pandas\]"):
+        _report().to_dataframe()
