@@ -106,6 +106,11 @@ class ErrorStats:
             # sums non-finite: take them again over the finite pairs only.
             self._update_nonfinite(f, q)
             return
+        if min(ff, qq, dd) < _TINY and (ff or qq or max_abs):
+            # Squares of values near float32's smallest numbers lose their
+            # digits or vanish (a difference of 1e-20 squares to 0): take the
+            # sums again in float64. Values that are exactly zero do not.
+            ff, qq, dd, max_abs = _sums(f.double(), q.double())
         # Σfq from the other three: exact algebra, no fourth pass over memory.
         fq = (ff + qq - dd) / 2.0
         self.add_sums(f.numel(), ff, qq, fq, dd, max_abs)
@@ -178,6 +183,10 @@ class ErrorStats:
         return metrics_from_sums(
             self.n, self.ff, self.qq, self.fq, self.dd, self.max_abs
         )
+
+
+# Sums of squares below this are taken again in float64 (see ErrorStats.update).
+_TINY = 1e-25
 
 
 def _sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float]:

@@ -491,7 +491,7 @@ CASES = [
     ),
     Bad(
         "VariantReport.table/unknown-metric",
-        lambda: VariantReport({"a": _report()}).table(metric="snr"),
+        lambda: VariantReport({"a": _report()}).table(metrics="snr"),
         fxns.MetricError,
         r"unknown metric 'snr'; did you mean 'sqnr'\?",
     ),

@@ -198,7 +198,7 @@ def test_bad_sort_metric_is_one_line(tmp_path: Path, capsys) -> None:
     code = main(["compare", f"{path}:net", "--input-shape", "1,3,8,8", "--sort", "snr"])
     assert code == 2
     assert capsys.readouterr().err == (
-        "fxns: error: unknown metric 'snr'; "
+        "fxns: error: unknown metric 'snr'; did you mean 'sqnr'? "
         "this report has cosine, max_abs, mse, sqnr\n"
     )
 
@@ -238,7 +238,7 @@ def _one_line(err: str) -> str:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "the following arguments are required: command (see fxns --help)"),
+        ([], "the following arguments are required: COMMAND (see fxns --help)"),
         (["nope"], "invalid choice: 'nope'"),
         (["demo", "--top", "x"], "argument --top: invalid int value: 'x'"),
         (["demo", "--no-such-option"], "unrecognized arguments: --no-such-option"),

@@ -112,3 +112,15 @@ def test_merge_is_the_same_as_seeing_everything() -> None:
 def test_no_data_is_nan_not_a_number_pretending() -> None:
     m = metrics_from_sums(0, 0, 0, 0, 0, 0)
     assert all(math.isnan(v) for v in m.values())
+
+
+def test_tiny_values_do_not_underflow_into_a_wrong_sqnr() -> None:
+    # Squares of 1e-20 vanish in float32; the sums must still see them.
+    f = torch.tensor([2e-20, 0.0, 1e-20])
+    q = torch.tensor([0.0, 0.0, 1e-20])
+    s = ErrorStats()
+    s.update(f, q)
+    ref = Sums()
+    ref.add(f, q)
+    assert s.metrics()["sqnr"] == pytest.approx(ref.sqnr(), abs=0.01)
+    assert s.metrics()["cosine"] == pytest.approx(ref.cosine(), abs=1e-6)

@@ -157,7 +157,7 @@ def test_rows_without_the_model_come_from_the_reports(variants) -> None:
 
 def test_no_variants_and_bad_mode_are_errors(variants) -> None:
     model, q, batches = variants
-    with pytest.raises(fxns.DataError, match="no variants"):
+    with pytest.raises(fxns.ModelError, match="no variants"):
         fxns.compare_variants(model, {}, batches)
     with pytest.raises(fxns.FxnsError, match="unknown mode 'local'"):
         fxns.compare_variants(model, q, batches, mode="local")
