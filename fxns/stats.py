@@ -225,7 +225,9 @@ def metrics_from_sums(
     else:
         sqnr = 10.0 * math.log10(ff / dd)
 
-    if ff == 0.0 and qq == 0.0:
+    if dd == 0.0:
+        # Identical values (all-zero included): exactly 1, whatever rounding
+        # the sums of squares picked up in different memory orders.
         cosine = 1.0
     elif ff == 0.0 or qq == 0.0:
         cosine = 0.0
