@@ -45,7 +45,6 @@ import functools
 import itertools
 import logging
 import re
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,9 +176,19 @@ def _first_element(value: Any) -> Any:
     return value
 
 
-# The entry name of each logger fxns attached, by logger; loggers fxns did not
-# attach are named after the module that holds them.
-_ENTRY: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+# The attribute that names the entry of a logger fxns attached (it travels
+# with copies of the model); other loggers are named after the module that
+# holds them.
+ENTRY_ATTR = "fxns_entry"
+
+
+def _name_entry(logger_module: nn.Module, entry: str) -> None:
+    setattr(logger_module, ENTRY_ATTR, entry)
+
+
+def _entry_of(module: nn.Module) -> str | None:
+    entry = module.__dict__.get(ENTRY_ATTR)
+    return entry if isinstance(entry, str) else None
 
 
 # --- shadow ---------------------------------------------------------------------------
@@ -291,12 +300,12 @@ class Shadow(nn.Module):
             # The first logged call keeps ``self.logger``; later ones get
             # their own, registered as children so that get_logger_dict
             # finds them.
-            if not any(loggers):
+            if all(other is None for other in loggers):
                 call_logger = self.logger
             else:
                 call_logger = _new_logger(logger_cls)
                 self.add_module(f"logger_{index}", call_logger)
-            _ENTRY[call_logger] = entry
+            _name_entry(call_logger, entry)
             loggers.append(call_logger)
         self._call_loggers = loggers
 
@@ -619,7 +628,7 @@ def prepare_model_outputs(
     """
     for model, role in ((float_module, "float model"), (q_module, "quantized model")):
         _check_model(model, role)
-        if any(m in _ENTRY for m in model.modules()):
+        if any(_entry_of(m) is not None for m in model.modules()):
             raise ModelError(
                 f"the {role} is prepared already (it has fxns.compat loggers or "
                 "shadows); prepare a fresh copy"
@@ -835,7 +844,7 @@ def _attach_loggers(
             module.add_module(
                 "fxns_logger" if index == 0 else f"fxns_logger_{index}", call_logger
             )
-            _ENTRY[call_logger] = entry
+            _name_entry(call_logger, entry)
             loggers[index] = call_logger
         counter = _CallLogger(loggers)
         counters.append(counter.reset)
@@ -986,7 +995,7 @@ def prepare_model_with_stubs(
         if stub.calls is not None:
             shadow._log_calls(stub.calls, logger_cls)
         else:
-            _ENTRY[shadow.logger] = stub.entry
+            _name_entry(shadow.logger, stub.entry)
         _set_submodule(q_module, stub.quant_path, shadow)
         shadows.append(shadow)
     q_module.register_forward_pre_hook(_ResetCalls([s._reset_calls for s in shadows]))
@@ -1306,7 +1315,7 @@ def get_logger_dict(mod: nn.Module, prefix: str = "") -> dict[str, dict[str, Any
             if not isinstance(child, loggers):
                 continue
             stats = getattr(child, STATS)
-            entry = _ENTRY.get(child)
+            entry = _entry_of(child)
             if entry is not None:
                 result[_join(_join(prefix, entry), STATS)] = stats
             elif not unnamed_seen:

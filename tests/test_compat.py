@@ -241,6 +241,24 @@ def test_case_06_each_lstm_weight_is_its_own_entry_paired_right() -> None:
         assert _sqnr(f_sd[name], q) > 40, name
 
 
+def test_compare_weights_reads_quantized_embeddings() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4)).eval()
+    quant = copy.deepcopy(model)
+    quant[0].qconfig = tq.float_qparams_weight_only_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant = tq.convert(tq.prepare(quant))
+    f_sd, q_sd = model.state_dict(), quant.state_dict()
+    assert eager.compare_weights(f_sd, q_sd) == {}
+    ours = ns.compare_weights(f_sd, q_sd)
+    assert list(ours) == ["0._packed_params._packed_weight"]
+    pair = ours["0._packed_params._packed_weight"]
+    assert torch.equal(pair["float"], model[0].weight)
+    assert _equal(pair["quantized"], quant[0].weight())
+    assert _sqnr(pair["float"], pair["quantized"]) > 30
+
+
 def test_compare_weights_takes_state_dicts_only() -> None:
     model, quant = _case_06()
     with pytest.raises(ArgumentError, match="pass its state_dict"):
