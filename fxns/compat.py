@@ -641,7 +641,7 @@ def prepare_model_outputs(
         leaf_module_names=leaf_module_names,
     )
     fg, qg = _graphs(matching)
-    sites = _output_sites(matching, float_module, q_module, allowed)
+    sites, unread = _output_sites(matching, float_module, q_module, allowed)
     sites += _stub_sites(float_module, q_module, fg, qg, allowed)
     for side, model in ((0, float_module), (1, q_module)):
         by_module: dict[str, dict[int, str]] = {}
@@ -650,8 +650,11 @@ def prepare_model_outputs(
             by_module.setdefault(path, {})[index] = site.entry
         _attach_loggers(model, by_module, logger_cls)
     logger.info(
-        "prepare_model_outputs: %d layers logged (%s)",
+        "prepare_model_outputs: %d layers logged, %d matched layers of the "
+        "allowed types not logged (their output is not a module's output on "
+        "both sides; fxns.compare_activations reports them); %s",
         len(sites),
+        len(unread),
         matching.summary(),
     )
 
@@ -699,9 +702,11 @@ def _output_sites(
     float_module: nn.Module,
     q_module: nn.Module,
     allowed: frozenset[type],
-) -> list[_Site]:
+) -> tuple[list[_Site], list[str]]:
+    """The logged layers, and the allowed ones whose output no hook can see."""
     fg, qg = _graphs(matching)
     sites = []
+    unread = []
     for pair in matching.pairs:
         modules = _pair_modules(float_module, fg, pair.float_nodes)
         modules += _pair_modules(q_module, qg, pair.quant_nodes)
@@ -715,9 +720,10 @@ def _output_sites(
                 pair.name,
                 "float" if f_read is None else "quantized",
             )
+            unread.append(pair.name)
             continue
         sites.append(_Site(pair.name, (f_read, q_read)))
-    return sites
+    return sites, unread
 
 
 def _stub_sites(
@@ -1193,24 +1199,29 @@ def _float_chain(fg: OpGraph, pair: Pair) -> nn.Module | str:
     members = set(pair.float_nodes)
     last = nodes[-1]
     for node in fg.gm.graph.nodes:
+        if node.op == "get_attr":
+            continue  # copied where it is read
         if node.name not in members and not _between(fg, nodes[0], node, last):
             continue
+        outside = [
+            a.name
+            for a in node.all_input_nodes
+            if a.name not in env and a.op != "get_attr"
+        ]
+        if outside and node.name in members:
+            return (
+                f"its float node '{node.name}' reads '{outside[0]}', which is "
+                "outside the group"
+            )
+        if outside:
+            continue  # another branch that runs meanwhile
         for arg in node.all_input_nodes:
-            if arg.name in env:
-                continue
-            if arg.op != "get_attr":
-                if node.name in members:
-                    return (
-                        f"its float node '{node.name}' reads '{arg.name}', which is "
-                        "outside the group"
-                    )
-                break
-            env[arg.name] = graph.node_copy(arg)
-            root[str(arg.target)] = _attribute(fg.gm, str(arg.target))
-        else:
-            env[node.name] = graph.node_copy(node, lambda a: env[a.name])
-            if node.op == "call_module":
-                root[str(node.target)] = fg.gm.get_submodule(str(node.target))
+            if arg.name not in env:
+                env[arg.name] = graph.node_copy(arg)
+                root[str(arg.target)] = _attribute(fg.gm, str(arg.target))
+        env[node.name] = graph.node_copy(node, lambda a: env[a.name])
+        if node.op == "call_module":
+            root[str(node.target)] = fg.gm.get_submodule(str(node.target))
         if node is last:
             break
     graph.output(env[last.name])
