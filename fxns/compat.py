@@ -994,17 +994,20 @@ def prepare_model_with_stubs(
         plan += _layer_stubs(matching, float_module, q_module, layers, skipped)
     plan += _block_stubs(float_module, q_module, blocks, skipped)
 
-    shadows: list[Shadow] = []
+    counted: list[Shadow] = []
     for stub in plan:
         q_mod = q_module.get_submodule(stub.quant_path)
         shadow = Shadow(q_mod, stub.float_module, logger_cls)
         if stub.calls is not None:
             shadow._log_calls(stub.calls, logger_cls)
+            counted.append(shadow)
         else:
             _name_entry(shadow.logger, stub.entry)
         _set_submodule(q_module, stub.quant_path, shadow)
-        shadows.append(shadow)
-    q_module.register_forward_pre_hook(_ResetCalls([s._reset_calls for s in shadows]))
+    if counted:
+        # Shadows that log each call separately count calls per forward pass.
+        resets = [shadow._reset_calls for shadow in counted]
+        q_module.register_forward_pre_hook(_ResetCalls(resets))
 
     if not plan:
         _warn(_nothing_shadowed(swap, layers + blocks, skipped))

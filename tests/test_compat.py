@@ -579,6 +579,21 @@ def test_prepare_functions_change_the_models_they_are_given() -> None:
     )
 
 
+def test_prepared_shadows_log_each_call_in_its_own_entry_every_pass() -> None:
+    torch.manual_seed(0)
+    model = Shared().eval()
+    quant = _quantize(model, [torch.randn(4, 3)])
+    ns.prepare_model_with_stubs(model, quant, {nnq.FloatFunctional}, ns.ShadowLogger)
+    batches = [torch.randn(4, 3), torch.randn(2, 3)]
+    for x in batches:
+        quant(x)
+    logged = ns.get_logger_dict(quant)
+    assert list(logged) == ["ff.stats", "ff:1.stats", "ff:2.stats", "ff:3.stats"]
+    for key, stats in logged.items():
+        width = 6 if key == "ff:3.stats" else 3
+        assert [t.shape for t in stats["float"]] == [(4, width), (2, width)], key
+
+
 def test_a_shadow_built_by_hand_logs_every_call_under_its_path() -> None:
     torch.manual_seed(0)
     model = Blocks().eval()
