@@ -136,6 +136,9 @@ class LeafTracer(fx.Tracer):
             return True
         if self.leaf_modules and isinstance(m, self.leaf_modules):
             return True
+        if type(m).__module__.startswith("torch.ao.nn.intrinsic"):
+            # Fused float modules (nni.ConvReLU2d) are Sequentials, but one op.
+            return True
         if _is_torch_module(m):
             return not isinstance(m, nn.Sequential | nn.ModuleList | nn.ModuleDict)
         return super().is_leaf_module(m, module_qualified_name)

@@ -67,3 +67,18 @@ def test_tracing_does_not_change_the_model() -> None:
     trace(model, leaf_modules=[DataDependent])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training
+
+
+def test_fused_float_modules_are_one_op() -> None:
+    import copy
+
+    import torch.ao.quantization as tq
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    fused = tq.fuse_modules(copy.deepcopy(model), [["0", "1"]])
+    gm = trace(fused)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["0", "1"]
+    m = fxns.match(fused, model)
+    assert [(p.name, p.kind, p.quant_nodes) for p in m.pairs] == [
+        ("0", "conv2d+relu", ("_0", "_1"))
+    ]
