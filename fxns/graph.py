@@ -25,6 +25,7 @@ The cost is linear in the number of fx nodes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -296,6 +297,9 @@ class _Builder:
             consumers.setdefault(a, set()).add(b)
             producers.setdefault(b, set()).add(a)
 
+        # Decide every merge first, then rewrite the records once: rewriting
+        # them per batch_norm costs time quadratic in the graph's size.
+        merged: dict[str, str] = {}
         for key in [k for k, n in self.nodes.items() if n.parts[0] == "batch_norm"]:
             bn = self.nodes[key]
             srcs = producers.get(key, set())
@@ -307,47 +311,41 @@ class _Builder:
                 continue
             prev.parts = prev.parts + bn.parts
             prev.fx_nodes = tuple(dict.fromkeys(prev.fx_nodes + bn.fx_nodes))
-            self._merge_key(key, src, consumers, producers)
+            del self.nodes[key]
+            merged[key] = src
+            consumers[src] = consumers.pop(key, set())
+            for consumer in consumers[src]:
+                producers[consumer].discard(key)
+                producers[consumer].add(src)
+            producers.pop(key, None)
+        if merged:
+            self._rename_merged(merged)
 
-    def _merge_key(
-        self,
-        old: str,
-        new: str,
-        consumers: dict[str, set[str]],
-        producers: dict[str, set[str]],
-    ) -> None:
-        del self.nodes[old]
-        self.uses = [
-            Use(
-                src=new if u.src == old else u.src,
-                dst=new if u.dst == old else u.dst,
-                port=u.port,
-                consumer=u.consumer,
-                arg_path=u.arg_path,
-                direct=u.direct,
-            )
-            for u in self.uses
-            if not (u.src == new and u.dst == old)
-        ]
-        self.internal = [
-            (new if a == old else a, new if b == old else b)
-            for a, b in self.internal
-            if (a, b) != (new, old)
-        ]
+    def _rename_merged(self, merged: dict[str, str]) -> None:
+        """Point every record at the node each merged key was folded into."""
+
+        def final(key: str) -> str:
+            while key in merged:
+                key = merged[key]
+            return key
+
+        uses = []
+        for u in self.uses:
+            src, dst = final(u.src), final(u.dst)
+            if src == dst:
+                continue  # the edge from a conv into its folded batch_norm
+            if (src, dst) != (u.src, u.dst):
+                u = dataclasses.replace(u, src=src, dst=dst)
+            uses.append(u)
+        self.uses = uses
+        internal = ((final(a), final(b)) for a, b in self.internal)
+        self.internal = [(a, b) for a, b in internal if a != b]
         for name, keys in self.fx_to_ops.items():
-            if old in keys:
-                self.fx_to_ops[name] = tuple(
-                    dict.fromkeys(new if k == old else k for k in keys)
-                )
+            if any(k in merged for k in keys):
+                self.fx_to_ops[name] = tuple(dict.fromkeys(final(k) for k in keys))
         for name, src in self.sources.items():
-            if src == old:
-                self.sources[name] = new
-        consumers[new] = consumers.pop(old, set())
-        for srcs in producers.values():
-            if old in srcs:
-                srcs.discard(old)
-                srcs.add(new)
-        producers.pop(old, None)
+            if src in merged:
+                self.sources[name] = final(src)
 
     def _to_networkx(self) -> nx.DiGraph:
         g = nx.DiGraph()
