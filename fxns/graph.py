@@ -417,6 +417,12 @@ def node_args(node: fx.Node) -> Iterator[tuple[tuple[int | str, ...], fx.Node]]:
 def _shape_of(module: nn.Module | None) -> tuple[Any, ...]:
     if module is None:
         return ()
+    # Look in the instance dict first: hasattr on a module goes through
+    # nn.Module.__getattr__, which is slow when the attribute is missing.
+    own = vars(module)
+    cls = type(module)
     return tuple(
-        (attr, getattr(module, attr)) for attr in _SHAPE_ATTRS if hasattr(module, attr)
+        (attr, own[attr] if attr in own else getattr(module, attr))
+        for attr in _SHAPE_ATTRS
+        if attr in own or hasattr(cls, attr)
     )

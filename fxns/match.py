@@ -91,9 +91,10 @@ _MAX_REGION_ISOMORPHISMS = 256
 _MAX_REGION_NODES = 64
 # Regions that look alike are compared pairwise only up to this many pairs.
 _MAX_REGION_CANDIDATES = 64
-# Candidate node pairs that all isomorphism searches together may examine
-# (a few hundred milliseconds of work).
-_SEARCH_BUDGET = 50_000
+# Work that all isomorphism searches together may do, in node visits: each
+# candidate node pair DiGraphMatcher examines costs the region's size, as
+# its state update does. This is a few hundred milliseconds.
+_SEARCH_BUDGET = 30_000
 # Scoring among equal candidates looks at no more than this many of them.
 _MAX_SCORED_CANDIDATES = 32
 
@@ -299,13 +300,16 @@ class _Side:
         self.shape = {k: nodes[k].shape for k in self.keys}
         n_fx = max(len(og.fx_index), 1)
         self.position = {k: nodes[k].order[0] / n_fx for k in self.keys}
-        pred, succ = og.graph.pred, og.graph.succ
-        self.preds = {
-            k: [(p, e["ports"]) for p, e in pred[k].items()] for k in self.keys
+        # Neighbours with the input positions on the edge, in edge order.
+        self.preds: dict[str, list[tuple[str, tuple[int, ...]]]] = {
+            k: [] for k in self.keys
         }
-        self.succs = {
-            k: [(s, e["ports"]) for s, e in succ[k].items()] for k in self.keys
+        self.succs: dict[str, list[tuple[str, tuple[int, ...]]]] = {
+            k: [] for k in self.keys
         }
+        for a, b, ports in og.graph.edges(data="ports"):
+            self.succs[a].append((b, ports))
+            self.preds[b].append((a, ports))
 
     def is_end(self, key: str) -> bool:
         return self.og.nodes[key].parts[0] in (INPUT, OUTPUT)
@@ -377,14 +381,18 @@ class _Aligner:
     def notes(self) -> list[str]:
         """What the user should know about how sure this alignment is."""
         notes = []
-        if self.out_of_budget or self.unsearched:
+        if self.unsearched:
+            first = ", ".join(sorted(self.unsearched, key=self.f.rank.__getitem__)[:3])
             notes.append(
-                "the isomorphism search was bounded "
-                f"({len(self.unsearched)} interchangeable ops not searched "
-                "exhaustively, starting at "
-                f"{', '.join(sorted(self.unsearched)[:3]) or 'none'}); they were "
-                "paired by module path and execution order, which may be wrong "
-                "for identical parallel branches"
+                f"{len(self.unsearched)} float ops (first: {first}) sit in "
+                "interchangeable regions too large or too many to search, and "
+                "their module paths differ between the models; they were paired "
+                "by execution order, which can swap identical parallel branches"
+            )
+        if self.out_of_budget:
+            notes.append(
+                "the isomorphism search reached its work bound; the best "
+                "correspondence found so far was kept"
             )
         return notes
 
@@ -604,45 +612,50 @@ class _Aligner:
     def _pair_regions(
         self, group_f: list[_Region], group_q: list[_Region]
     ) -> list[tuple[_Region, _Region]]:
-        """Which float region goes with which quantized one, among equal keys."""
-        small_f = [r for r in group_f if len(r.nodes) <= _MAX_REGION_NODES]
-        small_q = [r for r in group_q if len(r.nodes) <= _MAX_REGION_NODES]
-        for region in group_f:
+        """Which float region goes with which quantized one, among equal keys.
+
+        Regions without module paths are left to the position fallback:
+        nothing else tells them apart, and pairing them there needs no search.
+        """
+        named_f = [r for r in group_f if r.names]
+        named_q = [r for r in group_q if r.names]
+        if not named_f or not named_q:
+            return []
+        for region in named_f:
             if len(region.nodes) > _MAX_REGION_NODES:
                 self.unsearched.extend(region.nodes)
-        if not small_f or not small_q:
-            return []
+        named_f = [r for r in named_f if len(r.nodes) <= _MAX_REGION_NODES]
+        named_q = [r for r in named_q if len(r.nodes) <= _MAX_REGION_NODES]
 
-        # The same module paths: the same layers.
+        # The same module paths: the same layers. Several regions with the
+        # same paths (a module called in each) differ only in position.
         pairs = []
-        by_names_f = _group(small_f, lambda r: r.names or None)
-        by_names_q = _group(small_q, lambda r: r.names or None)
-        for names, regions in by_names_f.items():
-            other = by_names_q.get(names)
-            if names is not None and other and len(regions) == 1 and len(other) == 1:
-                pairs.append((regions[0], other[0]))
+        by_names_q = _group(named_q, lambda r: r.names)
+        for names, regions in _group(named_f, lambda r: r.names).items():
+            pairs.extend(zip(regions, by_names_q.get(names, []), strict=False))
         taken = {id(r) for pair in pairs for r in pair}
-        small_f = [r for r in small_f if id(r) not in taken]
-        small_q = [r for r in small_q if id(r) not in taken]
+        left_f = [r for r in named_f if id(r) not in taken]
+        left_q = [r for r in named_q if id(r) not in taken]
+        if not left_f or not left_q:
+            return pairs
 
         # Few left: score every combination and take the best first.
-        if small_f and small_q:
-            if len(small_f) * len(small_q) > _MAX_REGION_CANDIDATES:
-                self.unsearched.extend(n for r in small_f for n in r.nodes)
-                return pairs
-            scored = []
-            for i, region_f in enumerate(small_f):
-                for j, region_q in enumerate(small_q):
-                    found = self._best_isomorphism(region_f, region_q)
-                    if found is not None:
-                        scored.append((-found[0], i, j))
-            used_f: set[int] = set()
-            used_q: set[int] = set()
-            for _, i, j in sorted(scored):
-                if i not in used_f and j not in used_q:
-                    used_f.add(i)
-                    used_q.add(j)
-                    pairs.append((small_f[i], small_q[j]))
+        if len(left_f) * len(left_q) > _MAX_REGION_CANDIDATES:
+            self.unsearched.extend(n for r in left_f for n in r.nodes)
+            return pairs
+        scored = []
+        for i, region_f in enumerate(left_f):
+            for j, region_q in enumerate(left_q):
+                found = self._best_isomorphism(region_f, region_q)
+                if found is not None:
+                    scored.append((-found[0], i, j))
+        used_f: set[int] = set()
+        used_q: set[int] = set()
+        for _, i, j in sorted(scored):
+            if i not in used_f and j not in used_q:
+                used_f.add(i)
+                used_q.add(j)
+                pairs.append((left_f[i], left_q[j]))
         return pairs
 
     def _solve(self, region_f: _Region, region_q: _Region) -> dict[str, str] | None:
@@ -694,8 +707,12 @@ class _Aligner:
     def _affinity(self, f: str, q: str) -> float:
         """How much besides structure says ``f`` and ``q`` are the same layer."""
         score = 0.0
-        if self.f.module[f] and self.f.module[f] == self.q.module[q]:
+        a, b = self.f.module[f], self.q.module[q]
+        if a and a == b:
             score += 4.0
+        elif a and b and (a.endswith("." + b) or b.endswith("." + a)):
+            # One model wraps the other (QuantWrapper's "module." prefix).
+            score += 3.0
         if self.f.shape[f] and self.f.shape[f] == self.q.shape[q]:
             score += 2.0
         # Closer relative positions in execution order win the last ties.
@@ -760,12 +777,12 @@ class _BoundedMatcher(DiGraphMatcher):
         self.names = names
 
     def syntactic_feasibility(self, G1_node: Any, G2_node: Any) -> bool:
-        self.aligner.budget -= 1
-        if self.aligner.budget < 0:
-            raise _OutOfBudget
         a, b = self.G1.nodes[G1_node], self.G2.nodes[G2_node]
         if a["tag"] != b["tag"] or (self.names and a["module"] != b["module"]):
             return False
+        self.aligner.budget -= len(self.G1)
+        if self.aligner.budget < 0:
+            raise _OutOfBudget
         return bool(super().syntactic_feasibility(G1_node, G2_node))
 
     def semantic_feasibility(self, G1_node: Any, G2_node: Any) -> bool:
@@ -819,19 +836,31 @@ def _group_pairs(
     fg: OpGraph, qg: OpGraph, mapping: dict[str, str], notes: tuple[str, ...] = ()
 ) -> Matching:
     """Group node-level pairs that share fx nodes into one :class:`Pair` each."""
-    links = nx.Graph()
+    # Union-find over fx nodes: op pairs that share an fx node form one Pair.
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(x: tuple[str, str]) -> tuple[str, str]:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
     for f, q in mapping.items():
         if not _is_op(fg, f):
             continue
-        fx_f = [("f", n) for n in fg.nodes[f].fx_nodes]
-        fx_q = [("q", n) for n in qg.nodes[q].fx_nodes]
-        links.add_nodes_from(fx_f + fx_q)
-        for a, b in itertools.pairwise(fx_f + fx_q):
-            links.add_edge(a, b)
+        members = [("f", n) for n in fg.nodes[f].fx_nodes]
+        members += [("q", n) for n in qg.nodes[q].fx_nodes]
+        for member in members:
+            parent.setdefault(member, member)
+        for a, b in itertools.pairwise(members):
+            parent[root(a)] = root(b)
+    components: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for member in parent:
+        components[root(member)].append(member)
 
     pairs = []
     inverse = {q: f for f, q in mapping.items()}
-    for component in nx.connected_components(links):
+    for component in components.values():
         float_nodes = _in_order(fg, [n for side, n in component if side == "f"])
         quant_nodes = _in_order(qg, [n for side, n in component if side == "q"])
         pairs.append(_make_pair(fg, qg, mapping, inverse, float_nodes, quant_nodes))
