@@ -629,7 +629,7 @@ class _Aligner:
 
         # The same module paths: the same layers. Several regions with the
         # same paths (a module called in each) differ only in position.
-        pairs = []
+        pairs: list[tuple[_Region, _Region]] = []
         by_names_q = _group(named_q, lambda r: r.names)
         for names, regions in _group(named_f, lambda r: r.names).items():
             pairs.extend(zip(regions, by_names_q.get(names, []), strict=False))
