@@ -38,10 +38,10 @@ from torch import fx, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fxns.graph import build_op_graph  # noqa: E402
-from fxns.match import match_graphs  # noqa: E402
-from fxns.quantize import quiet_torch_ao  # noqa: E402
-from fxns.trace import trace  # noqa: E402
+from fxns.graph import build_op_graph
+from fxns.match import match_graphs
+from fxns.quantize import quiet_torch_ao
+from fxns.trace import trace
 
 DEFAULT_SIZES = (100, 300, 1000, 3000, 10000)
 
@@ -287,8 +287,13 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
 
-    print(tabulate([{k: v for k, v in r.items() if k != "_seconds"} for r in rows],
-                   headers="keys", disablenumparse=True))
+    print(
+        tabulate(
+            [{k: v for k, v in r.items() if k != "_seconds"} for r in rows],
+            headers="keys",
+            disablenumparse=True,
+        )
+    )
     print()
     for family in args.families:
         family_rows = [r for r in rows if r["model"] == family]

@@ -23,6 +23,7 @@ from .compare import (
     compare_variants,
     compare_weights,
 )
+from .diff import GraphDiff, diff
 from .errors import (
     DataError,
     FxnsError,
@@ -39,6 +40,7 @@ __all__ = [
     "METRICS",
     "DataError",
     "FxnsError",
+    "GraphDiff",
     "InstrumentError",
     "LayerResult",
     "Matching",
@@ -55,5 +57,6 @@ __all__ = [
     "compare_activations",
     "compare_variants",
     "compare_weights",
+    "diff",
     "match",
 ]
