@@ -38,23 +38,27 @@ The steps:
    trying every pair while there are few, and solved with networkx's
    ``DiGraphMatcher``: an isomorphism that keeps module paths, else the best
    of a bounded number of isomorphisms scored by module path, layer shape
-   and position.
+   and position. Regions without module paths are left to step 6: nothing
+   but position tells them apart.
 6. **Last resorts.** Leftovers with the same label and module path pair in
-   call order; leftovers with equal signatures pair in execution order; then
-   propagation runs once more, pairing equal groups in execution order.
+   call order; leftovers with equal signatures pair in execution order, each
+   pair followed by propagation; then propagation runs once more, pairing
+   equal groups in execution order.
 
 Cost: steps 1 to 4 and 6 are linear in nodes and edges, apart from sorting
 (``O(n log n)``). Step 5 is exponential in the worst case, so it is bounded:
 regions of more than :data:`_MAX_REGION_NODES` operations are not searched
 (``DiGraphMatcher`` recurses once per node), at most
 :data:`_MAX_REGION_ISOMORPHISMS` isomorphisms of a region are scored, and
-all searches together examine at most :data:`_SEARCH_BUDGET` candidate node
-pairs. When a bound is hit, what was found so far is kept, step 6 pairs the
-rest, and :func:`match` warns.
+all searches together do at most :data:`_SEARCH_BUDGET` node visits. When a
+bound is hit, what was found so far is kept, step 6 pairs the rest, and
+:func:`match` warns once (:attr:`Matching.notes` says what happened).
 
 Limits: operations of different labels are never paired, so an operation
 that changes kind between the graphs (a ``linear`` made a ``conv2d``) stays
-unmatched on both sides. What stays unmatched is listed on its side with a
+unmatched on both sides. Constant arguments are not part of the structure:
+``x * 2`` and ``x * 3`` on the same ``x`` are interchangeable here and pair
+in execution order. What stays unmatched is listed on its side with a
 reason.
 
 Fused modules are expanded into parts by the canonical graph, so a fusion
@@ -250,8 +254,10 @@ def match_graphs(fg: OpGraph, qg: OpGraph) -> Matching:
     mapping = aligner.run()
     matching = _group_pairs(fg, qg, mapping, tuple(aligner.notes()))
     logger.info(matching.summary())
-    for note in matching.notes:
-        warnings.warn(f"matching is uncertain: {note}", stacklevel=3)
+    if matching.notes:
+        warnings.warn(
+            f"matching is uncertain: {'; '.join(matching.notes)}", stacklevel=3
+        )
 
     n_float = sum(1 for _ in fg.op_nodes())
     n_quant = sum(1 for _ in qg.op_nodes())
@@ -385,9 +391,9 @@ class _Aligner:
             first = ", ".join(sorted(self.unsearched, key=self.f.rank.__getitem__)[:3])
             notes.append(
                 f"{len(self.unsearched)} float ops (first: {first}) sit in "
-                "interchangeable regions too large or too many to search, and "
-                "their module paths differ between the models; they were paired "
-                "by execution order, which can swap identical parallel branches"
+                "interchangeable regions too large or too many to search that "
+                "module paths do not tell apart; they were paired by execution "
+                "order, which can swap identical parallel branches"
             )
         if self.out_of_budget:
             notes.append(
@@ -569,10 +575,11 @@ class _Aligner:
 
         seeds: list[str] = []
         for key, group_f in by_key_f.items():
-            for region_f, region_q in self._pair_regions(
+            for region_f, region_q, mapping in self._pair_regions(
                 group_f, by_key_q.get(key, [])
             ):
-                mapping = self._solve(region_f, region_q)
+                if mapping is None:
+                    mapping = self._solve(region_f, region_q)
                 for f, q in (mapping or {}).items():
                     self._pair(f, q)
                     seeds.append(f)
@@ -611,11 +618,13 @@ class _Aligner:
 
     def _pair_regions(
         self, group_f: list[_Region], group_q: list[_Region]
-    ) -> list[tuple[_Region, _Region]]:
+    ) -> list[tuple[_Region, _Region, dict[str, str] | None]]:
         """Which float region goes with which quantized one, among equal keys.
 
-        Regions without module paths are left to the position fallback:
-        nothing else tells them apart, and pairing them there needs no search.
+        With each pair comes the node mapping when finding the pair already
+        found it. Regions without module paths are left to the position
+        fallback: nothing else tells them apart, and pairing them there needs
+        no search.
         """
         named_f = [r for r in group_f if r.names]
         named_q = [r for r in group_q if r.names]
@@ -629,11 +638,14 @@ class _Aligner:
 
         # The same module paths: the same layers. Several regions with the
         # same paths (a module called in each) differ only in position.
-        pairs: list[tuple[_Region, _Region]] = []
+        pairs: list[tuple[_Region, _Region, dict[str, str] | None]] = []
         by_names_q = _group(named_q, lambda r: r.names)
         for names, regions in _group(named_f, lambda r: r.names).items():
-            pairs.extend(zip(regions, by_names_q.get(names, []), strict=False))
-        taken = {id(r) for pair in pairs for r in pair}
+            for region_f, region_q in zip(
+                regions, by_names_q.get(names, []), strict=False
+            ):
+                pairs.append((region_f, region_q, None))
+        taken = {id(r) for pair in pairs for r in pair[:2]}
         left_f = [r for r in named_f if id(r) not in taken]
         left_q = [r for r in named_q if id(r) not in taken]
         if not left_f or not left_q:
@@ -648,14 +660,14 @@ class _Aligner:
             for j, region_q in enumerate(left_q):
                 found = self._best_isomorphism(region_f, region_q)
                 if found is not None:
-                    scored.append((-found[0], i, j))
+                    scored.append((-found[0], i, j, found[1]))
         used_f: set[int] = set()
         used_q: set[int] = set()
-        for _, i, j in sorted(scored):
+        for _, i, j, mapping in sorted(scored, key=lambda s: s[:3]):
             if i not in used_f and j not in used_q:
                 used_f.add(i)
                 used_q.add(j)
-                pairs.append((left_f[i], left_q[j]))
+                pairs.append((left_f[i], left_q[j], mapping))
         return pairs
 
     def _solve(self, region_f: _Region, region_q: _Region) -> dict[str, str] | None:
