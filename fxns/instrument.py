@@ -699,7 +699,9 @@ class _GraphBuilder:
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
         gm = fx.GraphModule(self.root, self.graph, class_name)
-        gm.eval()
+        # Only the new root: .eval() would also flip the training flag of the
+        # caller's submodules, which the new module shares.
+        gm.training = False
         return gm
 
 
