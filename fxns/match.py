@@ -303,6 +303,13 @@ class _Side:
         self.rank = {k: i for i, k in enumerate(self.keys)}
         self.label = {k: nodes[k].label for k in self.keys}
         self.module = {k: nodes[k].module for k in self.keys}
+        # The module a node is the whole or first part of ("" for the relu
+        # part of a ConvReLU2d, which bears the conv's path), and every such
+        # (label, module) of the graph.
+        self.own_module = {
+            k: nodes[k].module if nodes[k].order[1] == 0 else "" for k in self.keys
+        }
+        self.named = {(self.label[k], m) for k, m in self.own_module.items() if m}
         self.shape = {k: nodes[k].shape for k in self.keys}
         n_fx = max(len(og.fx_index), 1)
         self.position = {k: nodes[k].order[0] / n_fx for k in self.keys}
@@ -408,6 +415,21 @@ class _Aligner:
         self.f2q[f] = q
         self.q2f[q] = f
 
+    def _names_differ(self, f: str, q: str) -> bool:
+        """Module paths say ``f`` and ``q`` are different layers.
+
+        They do when the two paths differ and one of them names a layer of
+        the same label on the other side too: that layer is the partner.
+        Structure gives way to this: when graphs differ, a signature can be
+        unique on both sides and still join two different layers (an output
+        tuple that grew by one shifts every later output's position).
+        """
+        a, b = self.f.own_module[f], self.q.own_module[q]
+        if not a or not b or a == b:
+            return False
+        label = self.f.label[f]
+        return (label, a) in self.q.named or (label, b) in self.f.named
+
     # -- 2. anchors -------------------------------------------------------------
 
     def _pair_ends(self) -> list[str]:
@@ -429,7 +451,12 @@ class _Aligner:
         new = []
         for key, fs in groups_f.items():
             qs = groups_q.get(key)
-            if qs and len(fs) == 1 and len(qs) == 1:
+            if (
+                qs
+                and len(fs) == 1
+                and len(qs) == 1
+                and not self._names_differ(fs[0], qs[0])
+            ):
                 self._pair(fs[0], qs[0])
                 new.append(fs[0])
         return new
@@ -444,6 +471,8 @@ class _Aligner:
             claims_q: dict[str, set[str]] = defaultdict(set)
             for f in frontier:
                 for f_new, q_new in self._neighbour_pairs(f, self.f2q[f], by_position):
+                    if self._names_differ(f_new, q_new):
+                        continue
                     claims_f[f_new].add(q_new)
                     claims_q[q_new].add(f_new)
             frontier = []
@@ -581,8 +610,9 @@ class _Aligner:
                 if mapping is None:
                     mapping = self._solve(region_f, region_q)
                 for f, q in (mapping or {}).items():
-                    self._pair(f, q)
-                    seeds.append(f)
+                    if not self._names_differ(f, q):
+                        self._pair(f, q)
+                        seeds.append(f)
         self._propagate(seeds)
 
     def _regions(
@@ -763,12 +793,17 @@ class _Aligner:
                     continue
                 window = list(
                     itertools.islice(
-                        (qs[i] for i in range(start, len(qs)) if qs[i] not in self.q2f),
+                        (
+                            qs[i]
+                            for i in range(start, len(qs))
+                            if qs[i] not in self.q2f
+                            and not self._names_differ(f, qs[i])
+                        ),
                         _MAX_SCORED_CANDIDATES,
                     )
                 )
                 if not window:
-                    break
+                    continue
                 q = max(window, key=functools.partial(self._affinity, f))
                 self._pair(f, q)
                 guessed += 1

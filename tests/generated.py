@@ -57,23 +57,55 @@ class Written:
 
 
 @st.composite
-def specs(draw: st.DrawFn, min_ops: int = 3, max_ops: int = 12) -> Spec:
-    """A random spec; every op's inputs are earlier values."""
+def specs(
+    draw: st.DrawFn, min_ops: int = 3, max_ops: int = 12, distinct: bool = True
+) -> Spec:
+    """A random spec; every op's inputs are earlier values.
+
+    With ``distinct``, no two nameless ops of one kind read the same inputs;
+    without it, ops are often repeated, making identical parallel branches.
+    """
     n = draw(st.integers(min_ops, max_ops))
     ops: list[Op] = []
     seen: set[tuple[str, tuple[int, ...]]] = set()
     for i in range(1, n + 1):
+        if not distinct and ops and draw(st.booleans()):
+            # Repeat an earlier op, or apply one to an input of its own kind.
+            ops.append(draw(st.sampled_from(ops)))
+            continue
         kind = draw(st.sampled_from(KINDS))
         arity = 2 if kind in BINARY else 1
         inputs = tuple(sorted(draw(st.integers(0, i - 1)) for _ in range(arity)))
         form = draw(st.sampled_from(RELU_FORMS)) if kind == "relu" else ""
         nameless = kind in NAMELESS or (kind == "relu" and form != "module")
-        if nameless and (kind, inputs) in seen:
+        if distinct and nameless and (kind, inputs) in seen:
             # The same nameless op twice on the same inputs is the same value
             # twice: no matcher can tell which is which, nor needs to.
             kind, form = "conv", ""
         seen.add((kind, inputs))
         ops.append(Op(kind, inputs, form))
+    return Spec(tuple(ops))
+
+
+UNARY = tuple(k for k in KINDS if k not in BINARY)
+
+
+@st.composite
+def changed(draw: st.DrawFn, spec: Spec) -> Spec:
+    """``spec`` with one op of another kind, or one op removed."""
+    i = draw(st.integers(1, len(spec.ops)))
+    op = spec.ops[i - 1]
+    if draw(st.booleans()):
+        kinds = BINARY if op.kind in BINARY else UNARY
+        kind = draw(st.sampled_from(sorted(k for k in kinds if k != op.kind)))
+        form = "module" if kind == "relu" else ""
+        ops = list(spec.ops)
+        ops[i - 1] = Op(kind, op.inputs, form)
+        return Spec(tuple(ops))
+
+    # Removed: the value becomes another name for the op's first input.
+    ops = list(spec.ops)
+    ops[i - 1] = Op("skip", op.inputs[:1])
     return Spec(tuple(ops))
 
 
@@ -141,6 +173,8 @@ def build(
 
 def _statements(i: int, op: Op, args: list[str], c: int, h: int, w: int) -> list[str]:
     kind = op.kind
+    if kind == "skip":
+        return [f"v{i} = {args[0]}"]
     if kind in ("conv", "linear", "avgpool"):
         return [f"v{i} = self.op{i}({args[0]})"]
     if kind == "relu":
