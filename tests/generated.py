@@ -10,8 +10,11 @@ only in what the matcher must ignore. Each fx node records the source line it
 came from (``stack_trace``), which identifies its operation in the spec on
 both sides, through fusions and quantization: the test's ground truth.
 
-No two nameless operations of one kind read the same inputs, so every
-operation is told apart by structure and module paths alone.
+By default no two nameless operations of one kind read the same inputs, so
+every operation is told apart by structure and module paths alone;
+``specs(distinct=False)`` repeats ops to make identical branches, and
+:func:`changed` gives a spec with one op of another kind or removed (kind
+``skip``: the value is another name for the op's input).
 """
 
 from __future__ import annotations
