@@ -23,6 +23,7 @@ from .compare import (
     compare_variants,
     compare_weights,
 )
+from .diff import GraphDiff, diff
 from .errors import (
     ArgumentError,
     DataError,
@@ -50,6 +51,7 @@ __all__ = [
     "EngineError",
     "FloatLayer",
     "FxnsError",
+    "GraphDiff",
     "InstrumentError",
     "LayerResult",
     "Matching",
@@ -68,6 +70,7 @@ __all__ = [
     "compare_activations",
     "compare_variants",
     "compare_weights",
+    "diff",
     "match",
     "sensitivity",
 ]

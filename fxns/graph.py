@@ -347,6 +347,9 @@ class _Builder:
             consumers.setdefault(a, set()).add(b)
             producers.setdefault(b, set()).add(a)
 
+        # Decide every merge first, then rewrite the records once: rewriting
+        # them per batch_norm costs time quadratic in the graph's size.
+        merged: dict[str, str] = {}
         for key in [k for k, n in self.nodes.items() if n.parts[0] == "batch_norm"]:
             bn = self.nodes[key]
             srcs = producers.get(key, set())
@@ -358,44 +361,41 @@ class _Builder:
                 continue
             prev.parts = prev.parts + bn.parts
             prev.fx_nodes = tuple(dict.fromkeys(prev.fx_nodes + bn.fx_nodes))
-            self._merge_key(key, src, consumers, producers)
+            del self.nodes[key]
+            merged[key] = src
+            consumers[src] = consumers.pop(key, set())
+            for consumer in consumers[src]:
+                producers[consumer].discard(key)
+                producers[consumer].add(src)
+            producers.pop(key, None)
+        if merged:
+            self._rename_merged(merged)
 
-    def _merge_key(
-        self,
-        old: str,
-        new: str,
-        consumers: dict[str, set[str]],
-        producers: dict[str, set[str]],
-    ) -> None:
-        del self.nodes[old]
-        self.uses = [
-            dataclasses.replace(
-                u,
-                src=new if u.src == old else u.src,
-                dst=new if u.dst == old else u.dst,
-            )
-            for u in self.uses
-            if not (u.src == new and u.dst == old)
-        ]
-        self.internal = [
-            (new if a == old else a, new if b == old else b)
-            for a, b in self.internal
-            if (a, b) != (new, old)
-        ]
+    def _rename_merged(self, merged: dict[str, str]) -> None:
+        """Point every record at the node each merged key was folded into."""
+
+        def final(key: str) -> str:
+            while key in merged:
+                key = merged[key]
+            return key
+
+        uses = []
+        for u in self.uses:
+            src, dst = final(u.src), final(u.dst)
+            if src == dst:
+                continue  # the edge from a conv into its folded batch_norm
+            if (src, dst) != (u.src, u.dst):
+                u = dataclasses.replace(u, src=src, dst=dst)
+            uses.append(u)
+        self.uses = uses
+        internal = ((final(a), final(b)) for a, b in self.internal)
+        self.internal = [(a, b) for a, b in internal if a != b]
         for name, keys in self.fx_to_ops.items():
-            if old in keys:
-                self.fx_to_ops[name] = tuple(
-                    dict.fromkeys(new if k == old else k for k in keys)
-                )
+            if any(k in merged for k in keys):
+                self.fx_to_ops[name] = tuple(dict.fromkeys(final(k) for k in keys))
         for name, src in self.sources.items():
-            if src == old:
-                self.sources[name] = new
-        consumers[new] = consumers.pop(old, set())
-        for srcs in producers.values():
-            if old in srcs:
-                srcs.discard(old)
-                srcs.add(new)
-        producers.pop(old, None)
+            if src in merged:
+                self.sources[name] = final(src)
 
     def _to_networkx(self) -> nx.DiGraph:
         g = nx.DiGraph()
@@ -520,6 +520,12 @@ def node_args(node: fx.Node) -> Iterator[tuple[tuple[int | str, ...], fx.Node]]:
 def _shape_of(module: nn.Module | None) -> tuple[Any, ...]:
     if module is None:
         return ()
+    # Look in the instance dict first: hasattr on a module goes through
+    # nn.Module.__getattr__, which is slow when the attribute is missing.
+    own = vars(module)
+    cls = type(module)
     return tuple(
-        (attr, getattr(module, attr)) for attr in _SHAPE_ATTRS if hasattr(module, attr)
+        (attr, own[attr] if attr in own else getattr(module, attr))
+        for attr in _SHAPE_ATTRS
+        if attr in own or hasattr(cls, attr)
     )

@@ -170,3 +170,186 @@ def test_a_module_called_twice_gets_one_row_per_call() -> None:
     model = Twice().eval()
     m = fxns.match(model, copy.deepcopy(model))
     assert [p.name for p in m.pairs] == ["act", "fc", "act:1"]
+
+
+# --- graphs that do not line up ---------------------------------------------------
+
+
+def test_an_extra_op_on_the_quantized_side_is_listed_with_its_reason() -> None:
+    def model(extra: bool) -> nn.Module:
+        layers = [nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 2)]
+        if extra:
+            layers.insert(3, nn.Hardswish())
+        return nn.Sequential(*layers).eval()
+
+    quant = quantize_module(model(extra=True), torch.randn(2, 4))
+    m = fxns.match(model(extra=False), quant)
+    assert m.unmatched_float == ()
+    assert m.unmatched_quant == ("_3",)
+    assert m.quant_reasons["_3"] == "no 'hardswish' op on the other side"
+    assert [(p.name, p.quant_nodes) for p in m.pairs] == [
+        ("0", ("_0",)),
+        ("2", ("_2",)),
+        ("3", ("_4",)),
+    ]
+
+
+def test_an_op_left_in_float_is_matched_like_any_other() -> None:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+    ).eval()
+    example = torch.randn(1, 3, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapping = get_default_qconfig_mapping("x86").set_module_name("2", None)
+        prepared = prepare_fx(copy.deepcopy(model), mapping, (example,))
+        prepared(example)
+        quant = convert_fx(prepared)
+    assert type(quant.get_submodule("2")) is nn.Conv2d
+
+    m = fxns.match(model, quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    assert [p.quant_ops for p in m.pairs] == [
+        ("nniq.ConvReLU2d",),
+        ("nn.Conv2d",),
+        ("nnq.Conv2d",),
+    ]
+
+
+class Residual(nn.Module):
+    """``relu(conv(x) + conv0(x))``, optionally with the add fused into conv."""
+
+    def __init__(self, fused: bool = False) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(4, 4, 1)
+        conv, relu = nn.Conv2d(4, 4, 1), nn.ReLU()
+        self.fused = fused
+        if fused:
+            import torch.ao.nn.intrinsic as nni
+
+            self.conv = nni.ConvAdd2d(conv, torch.add)
+        else:
+            self.conv = conv
+        self.relu = relu
+        self.head = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv0(x)
+        z = self.conv(x, y) if self.fused else self.conv(x) + y
+        return self.head(self.relu(z))
+
+
+def test_a_fusion_that_takes_a_second_input_still_matches() -> None:
+    import torch.ao.nn.intrinsic as nni
+
+    # ConvAdd2d reads the residual as its second argument: the canonical
+    # graph feeds it to the conv part, so the two graphs differ in shape.
+    m = fxns.match(Residual(), Residual(fused=True), leaf_modules=[nni.ConvAdd2d])
+    assert m.unmatched_float == m.unmatched_quant == ()
+    assert [(p.kind, p.quant_nodes) for p in m.pairs] == [
+        ("conv2d", ("conv0",)),
+        ("conv2d+add", ("conv",)),
+        ("relu", ("relu",)),
+        ("conv2d", ("head",)),
+    ]
+
+
+def test_a_module_called_twice_still_matches_each_call_across_a_difference() -> None:
+    class Twice(nn.Module):
+        def __init__(self, extra: bool) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.act = nn.Sigmoid()
+            self.extra = nn.Tanh() if extra else nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.extra(self.act(self.fc(x))))
+
+    float_model = Twice(extra=False).eval()
+    other = Twice(extra=True).eval()
+    other.load_state_dict(float_model.state_dict())
+    m = fxns.match(float_model, other)
+    assert [(p.name, p.quant_nodes) for p in m.pairs] == [
+        ("fc", ("fc",)),
+        ("act", ("act",)),
+        ("fc:1", ("fc_1",)),
+    ]
+    assert m.unmatched_quant == ("extra",)
+
+
+# --- order, symmetry and bounded search ---------------------------------------
+
+
+class Wide(nn.Module):
+    """``n`` parallel conv-relu branches of one input, concatenated."""
+
+    def __init__(self, n: int = 12, prefix: str = "branch", reverse: bool = False):
+        super().__init__()
+        self.names = [f"{prefix}{i}" for i in range(n)]
+        for name in self.names:
+            self.add_module(name, nn.Conv2d(2, 2, 1))
+        self.reverse = reverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        names = self.names[::-1] if self.reverse else self.names
+        return torch.cat([torch.relu(getattr(self, n)(x)) for n in names], 1)
+
+
+def test_twelve_identical_branches_written_in_reverse_pair_by_module() -> None:
+    quant = quantize_module(Wide(reverse=True), torch.randn(1, 2, 4, 4))
+    m = fxns.match(Wide(), quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    for pair in m.pairs:
+        if pair.kind == "conv2d":
+            assert pair.quant_nodes == pair.float_nodes
+
+
+def test_identical_nameless_branches_of_a_copy_pair_with_themselves() -> None:
+    class Towers(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            towers = []
+            for _ in range(3):
+                branches = []
+                for _ in range(12):
+                    y = x
+                    for _ in range(6):
+                        y = torch.sigmoid(y)
+                    branches.append(y)
+                towers.append(torch.cat(branches, 1))
+            return towers[0] + towers[1] + towers[2]
+
+    model = Towers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = fxns.match(model, copy.deepcopy(model))
+    assert len(m.pairs) > 200
+    assert all(p.float_nodes == p.quant_nodes for p in m.pairs)
+    assert m.notes == ()
+
+
+def test_a_pathological_pair_finishes_with_a_warning_and_related_pairs() -> None:
+    class Towers(nn.Module):
+        """Towers of identical branches whose module names differ per side."""
+
+        def __init__(self, prefix: str) -> None:
+            super().__init__()
+            self.towers = nn.ModuleList(Wide(15, prefix) for _ in range(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = [tower(x) for tower in self.towers]
+            return (y[0] + y[1]) + (y[2] + y[3])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = fxns.match(Towers("a"), Towers("b"))
+    uncertain = [w for w in caught if "matching is uncertain" in str(w.message)]
+    assert uncertain
+    assert m.notes
+    assert m.unmatched_float == m.unmatched_quant == ()
+    graphs = (m.float_graph, m.quant_graph)
+    assert graphs[0] is not None and graphs[1] is not None
+    for f, q in m.op_pairs.items():
+        assert graphs[0].nodes[f].label == graphs[1].nodes[q].label
