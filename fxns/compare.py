@@ -470,6 +470,16 @@ def collect(*models: nn.Module, distributed: bool = True) -> Report:
 
 EMPTY_DATA = "data is empty: give at least one batch"
 
+# The advice of data errors about converting batches with input_fn, which
+# the command line words in its own terms (see fxns.cli).
+PICK_INPUTS = (
+    "pass input_fn= to pick the inputs out of each batch (e.g. "
+    "input_fn=lambda b: b[0] for (input, label) pairs)"
+)
+CONVERT_BATCHES = "or pass input_fn= to convert each batch"
+CONVERT_YOURS = "(use input_fn= to convert yours)"
+INPUT_FN_CONTRACT = "it must return the model's argument(s) for every batch"
+
 
 def run_batches(
     module: nn.Module,
@@ -543,8 +553,7 @@ def model_args(
         advice = (
             "a tuple is one batch of positional arguments; pass a list of batches"
             if whole_data and input_fn is None and _looks_like_batches(args)
-            else "pass input_fn= to pick the inputs out of each batch (e.g. "
-            "input_fn=lambda b: b[0] for (input, label) pairs)"
+            else PICK_INPUTS
         )
         raise DataError(
             f"batch {index} gives {len(args)} model argument(s) but the model "
@@ -599,7 +608,7 @@ def batch_args(
         return tuple(batch)
     raise DataError(
         f"{what.format(index=index)} a {type(batch).__name__}; a batch must be a "
-        "Tensor or a tuple of model arguments (use input_fn= to convert yours)"
+        f"Tensor or a tuple of model arguments {CONVERT_YOURS}"
     )
 
 
@@ -645,7 +654,7 @@ def diagnose(
             return DataError(
                 f"{batch} does not fit the float model: its {where} fails with "
                 f"{what}. Give batches of the shape and dtype the model takes, "
-                "or pass input_fn= to convert each batch"
+                f"{CONVERT_BATCHES}"
             )
         assert matching is not None
         unquantized = _FLOAT_INTO_QUANTIZED.search(str(cause))
@@ -1016,8 +1025,7 @@ def _model_args(batch: Any, index: int, input_fn: InputFn | None) -> tuple[Any, 
     except Exception as err:
         raise DataError(
             f"input_fn failed on batch {index} ({_describe_value(batch)}): "
-            f"{type(err).__name__}: {_first_line(err)}; it must return the model's "
-            "argument(s) for every batch"
+            f"{type(err).__name__}: {_first_line(err)}; {INPUT_FN_CONTRACT}"
         ) from err
     return batch_args(picked, index, "input_fn returned for batch {index}")
 

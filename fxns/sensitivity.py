@@ -72,7 +72,7 @@ from .errors import DataError, FxnsError, ModelError
 from .match import Pair, match
 from .progress import progress
 from .quantize import backend_config, qconfig_mapping_for, quiet_torch_ao
-from .report import LayerResult, Report
+from .report import GAIN, SQNR_ALONE, SQNR_FLOAT, LayerResult, Report
 from .stats import ErrorStats
 from .trace import trace
 
@@ -83,10 +83,6 @@ __all__ = ["GAIN", "SQNR_ALONE", "SQNR_FLOAT", "sensitivity"]
 
 logger = logging.getLogger(__name__)
 
-# The metrics of a sensitivity report, in display order.
-GAIN = "gain"
-SQNR_FLOAT = "sqnr_float"
-SQNR_ALONE = "sqnr_alone"
 
 InputFn = Callable[[Any], Any]
 
