@@ -25,8 +25,9 @@ early, where an answer is still cheap and clear:
    architecture).
 
 Cost: one walk over each graph's nodes, modules and parameters, and one
-pass over the weights of at most :data:`WEIGHT_SAMPLE` matched layers (about
-0.1 s on ResNet-50, where tracing and matching take 0.08 s).
+pass over the weights of at most :data:`WEIGHT_SAMPLE` matched layers. On
+ResNet-50 (one CPU thread) that is 3 ms and 8 ms, beside 45 ms for tracing
+and matching and 1.7 s for comparing one batch of 8×3×224×224.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def weight_mismatch_warning(matching: Matching, role: str = "quantized model") -
     ]
     # A model made from another float model differs in every layer, so a
     # sample spread over the network tells; all of them would cost as much as
-    # compare_weights (a second on ResNet-50).
+    # compare_weights (unpacking and dequantizing every weight).
     step = max(1, math.ceil(len(weighted) / WEIGHT_SAMPLE))
     sample = weighted[::step]
     shapes: list[str] = []
@@ -335,7 +336,7 @@ def weight_mismatch_warning(matching: Matching, role: str = "quantized model") -
         listed = [f"{name}: {sqnr:.1f} dB" for name, sqnr in low]
         detail = (
             f"{len(low)} of {compared} weighted layers checked below "
-            f"{WEIGHT_SQNR_FLOOR:g} dB: {_examples(listed)}"
+            f"{WEIGHT_SQNR_FLOOR:g} dB: {_examples(listed, count=False)}"
         )
     else:
         return ""
@@ -419,8 +420,10 @@ def _target_name(target: object) -> str:
     return str(getattr(target, "__name__", target))
 
 
-def _examples(items: list[str] | tuple[str, ...]) -> str:
-    more = f", ... ({len(items)} in all)" if len(items) > _EXAMPLES else ""
+def _examples(items: list[str] | tuple[str, ...], count: bool = True) -> str:
+    more = ""
+    if len(items) > _EXAMPLES:
+        more = f", ... ({len(items)} in all)" if count else ", ..."
     return ", ".join(items[:_EXAMPLES]) + more
 
 

@@ -143,3 +143,33 @@ def test_compare_weights_rows() -> None:
     assert [row.name for row in r.rows] == ["0", "4"]
     assert r.rows[0].note == "float weight with batch_norm folded in"
     assert r.rows[0].metrics["sqnr"] > 30
+
+
+class Twice(nn.Module):
+    """One module, called twice: one weight, two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Linear(8, 8)
+        self.d = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(self.c(torch.relu(self.c(x))))
+
+
+def test_a_module_called_twice_has_its_weight_listed_once() -> None:
+    torch.manual_seed(0)
+    model = Twice().eval()
+    quant = quantize_module(model, torch.randn(2, 8))
+    weights = fxns.compare_weights(model, quant)
+    assert weights.names == ["c", "d"]
+    assert weights["c"].note == (
+        "the module serves 2 calls (c, c:1); its weight is listed once"
+    )
+    # Each call is still a layer of its own for the activations.
+    assert fxns.compare_activations(model, quant, torch.randn(2, 8)).names == [
+        "c",
+        "relu",
+        "c:1",
+        "d",
+    ]
