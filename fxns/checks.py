@@ -53,6 +53,7 @@ __all__ = [
     "check_shadowable",
     "quantization_of",
     "unquantized_warning",
+    "weight_mismatch",
     "weight_mismatch_warning",
 ]
 
@@ -288,14 +289,32 @@ def unquantized_warning(matching: Matching, role: str = "quantized model") -> st
 def weight_mismatch_warning(matching: Matching, role: str = "quantized model") -> str:
     """Why the quantized model seems made from another float model, or "".
 
+    The warning around :func:`weight_mismatch`.
+
+    Example:
+        >>> weight_mismatch_warning(fxns.match(f, q_of_other_f))  # doctest: +SKIP
+        "the quantized model's weights do not match the float model's ..."
+    """
+    detail = weight_mismatch(matching)
+    if not detail:
+        return ""
+    return (
+        f"the {role}'s weights do not match the float model's ({detail}): "
+        "is it made from this float model?"
+    )
+
+
+def weight_mismatch(matching: Matching) -> str:
+    """How the quantized weights disagree with the float ones, or "".
+
     Compares the weights of up to :data:`WEIGHT_SAMPLE` matched weighted
     layers spread over the network: a shape that differs, or most of them
     below :data:`WEIGHT_SQNR_FLOOR`, mean the quantized weights are not the
     float weights quantized.
 
     Example:
-        >>> weight_mismatch_warning(fxns.match(f, q_of_other_f))  # doctest: +SKIP
-        "the quantized model's weights do not match the float model's ..."
+        >>> weight_mismatch(fxns.match(f, q_of_other_f))  # doctest: +SKIP
+        'shapes differ: fc: [5, 144] vs [7, 144]'
     """
     weighted = [
         p
@@ -331,19 +350,14 @@ def weight_mismatch_warning(matching: Matching, role: str = "quantized model") -
         if sqnr < WEIGHT_SQNR_FLOOR:
             low.append((w.name, sqnr))
     if shapes:
-        detail = f"shapes differ: {_examples(shapes)}"
-    elif compared and 2 * len(low) > compared:
+        return f"shapes differ: {_examples(shapes)}"
+    if compared and 2 * len(low) > compared:
         listed = [f"{name}: {sqnr:.1f} dB" for name, sqnr in low]
-        detail = (
+        return (
             f"{len(low)} of {compared} weighted layers checked below "
             f"{WEIGHT_SQNR_FLOOR:g} dB: {_examples(listed, count=False)}"
         )
-    else:
-        return ""
-    return (
-        f"the {role}'s weights do not match the float model's ({detail}): "
-        "is it made from this float model?"
-    )
+    return ""
 
 
 # --- helpers ------------------------------------------------------------------------

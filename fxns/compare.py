@@ -38,6 +38,7 @@ from .checks import (
     check_direction,
     check_shadowable,
     unquantized_warning,
+    weight_mismatch,
     weight_mismatch_warning,
 )
 from .distributed import check_in, group_for, reduce_stats
@@ -680,10 +681,17 @@ def diagnose(
     other = {"shadow": "propagated", "propagated": "shadow"}.get(mode)
     meanwhile = f"compare in {other} mode meanwhile" if other else "try the other mode"
     fault = f"this is a fault in fxns: {meanwhile}, and report it with the two models"
-    if matching.unmatched_float or matching.unmatched_quant:
+    # Where the models do not line up, a shadow layer can fail on its
+    # twin's inputs although neither model fails on its own.
+    suspect = (
+        matching.summary()
+        if matching.unmatched_float or matching.unmatched_quant
+        else weight_mismatch(matching)
+    )
+    if suspect:
         fault = (
             "check that the quantized model is made from this float model "
-            f"({matching.summary()}); if it is, {fault}"
+            f"({suspect}); if it is, {fault}"
         )
     instrumented = "the instrumented model" + (f" ({mode} mode)" if mode else "")
     return InstrumentError(
