@@ -8,7 +8,10 @@ returns the float model, or ``(float model, quantized model)``, or
 quantized model may be a dict of name → quantized model. When it returns no
 quantized model, fxns quantizes the float one with ``prepare_fx`` and
 ``convert_fx`` for ``--backend``, calibrating on the example batches; without
-example batches, ``--input-shape`` makes random ones.
+example batches, ``--input-shape`` makes random ones. ``--input-index N`` picks
+the model input out of batches that hold more (``(image, label)`` pairs), and
+``--seed`` seeds torch and Python before the factory is called, so that a run
+gives the same numbers every time.
 
 ``fxns demo`` trains, quantizes and compares a built-in model, with nothing
 to download. Errors print one line on stderr and exit with status 2.
