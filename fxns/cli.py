@@ -8,7 +8,10 @@ returns the float model, or ``(float model, quantized model)``, or
 quantized model may be a dict of name → quantized model. When it returns no
 quantized model, fxns quantizes the float one with ``prepare_fx`` and
 ``convert_fx`` for ``--backend``, calibrating on the example batches; without
-example batches, ``--input-shape`` makes random ones.
+example batches, ``--input-shape`` makes random ones. ``--input-index N`` picks
+the model input out of batches that hold more (``(image, label)`` pairs), and
+``--seed`` seeds torch and Python before the factory is called, so that a run
+gives the same numbers every time.
 
 ``fxns demo`` trains, quantizes and compares a built-in model, with nothing
 to download. Errors print one line on stderr and exit with status 2.
@@ -21,9 +24,11 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import operator
+import random
 import sys
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,7 +36,8 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from .errors import DataError, FxnsError, ModelError
+from .compare import CONVERT_BATCHES, CONVERT_YOURS, INPUT_FN_CONTRACT, PICK_INPUTS
+from .errors import ArgumentError, DataError, FxnsError, ModelError
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "main"]
 
@@ -62,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="fxns: %(message)s",
     )
     try:
+        _check_output(getattr(args, "output", None))
         return int(args.run(args))
+    except DataError as err:
+        _fail(DataError(_cli_advice(str(err), args)), args.verbose, cause=err)
+        return 2
     except FxnsError as err:
         _fail(err, args.verbose)
         return 2
@@ -87,8 +97,14 @@ class LoadedModel:
     batches: list[Any] | None
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, seed: int | None = None) -> LoadedModel:
     """Import ``package.module:factory`` or ``path/to/file.py:factory`` and call it.
+
+    Args:
+        spec: where the factory is.
+        seed: seed torch's and Python's random number generators with this
+            before calling the factory, so that a factory that makes random
+            weights or data makes the same ones on every run.
 
     Raises:
         ModelError: the spec is malformed, the import or the call fails, or
@@ -114,6 +130,8 @@ def load_model(spec: str) -> LoadedModel:
         factory = getattr(factory, part)
     if not callable(factory):
         raise ModelError(f"{spec} is a {type(factory).__name__}, not a factory")
+    if seed is not None:
+        _seed(seed)
     try:
         result = factory()
     except Exception as err:
@@ -129,11 +147,13 @@ def load_model(spec: str) -> LoadedModel:
 def _run_compare(args: argparse.Namespace) -> int:
     from .compare import compare_activations
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args)
     with _engine(_engine_for(args.backend, loaded)):
         quant = _single_quantized(loaded, args, batches)
-        report = compare_activations(loaded.float_model, quant, batches, mode=args.mode)
+        report = compare_activations(
+            loaded.float_model, quant, batches, mode=args.mode, input_fn=_input_fn(args)
+        )
     _emit_report(report, args)
     return 0
 
@@ -141,7 +161,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _run_weights(args: argparse.Namespace) -> int:
     from .compare import compare_weights
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args) if loaded.quantized is None else []
     with _engine(_engine_for(args.backend, loaded)):
         quant = _single_quantized(loaded, args, batches)
@@ -158,7 +178,7 @@ def _run_diff(args: argparse.Namespace) -> int:
             "fxns diff is not available yet in this version (no graph diff); "
             "`fxns compare` lists the matched pairs meanwhile"
         ) from err
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args) if loaded.quantized is None else []
     with _engine(_engine_for(args.backend, loaded)):
         quant = _single_quantized(loaded, args, batches)
@@ -180,19 +200,27 @@ def _run_variants(args: argparse.Namespace) -> int:
     from .report import VariantReport
     from .variants import float_layers
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args)
     reports = {}
     given = loaded.quantized
     if isinstance(given, dict):
         for name, quant in given.items():
             reports[name] = compare_activations(
-                loaded.float_model, quant, batches, mode=args.mode
+                loaded.float_model,
+                quant,
+                batches,
+                mode=args.mode,
+                input_fn=_input_fn(args),
             )
     else:
         if given is not None:
             reports["given"] = compare_activations(
-                loaded.float_model, given, batches, mode=args.mode
+                loaded.float_model,
+                given,
+                batches,
+                mode=args.mode,
+                input_fn=_input_fn(args),
             )
         backends = args.backend or ["x86"]
         fusions = args.fusion or (["all", "none"] if len(backends) == 1 else ["all"])
@@ -201,16 +229,28 @@ def _run_variants(args: argparse.Namespace) -> int:
                 name = _variant_name(backend, fusion, backends, fusions)
                 with _engine(_static_engine(backend)):
                     quant = quantize_fx(
-                        loaded.float_model, batches, backend, fusion=fusion
+                        loaded.float_model,
+                        _model_inputs(batches, args),
+                        backend,
+                        fusion=fusion,
                     )
                     reports[name] = compare_activations(
-                        loaded.float_model, quant, batches, mode=args.mode
+                        loaded.float_model,
+                        quant,
+                        batches,
+                        mode=args.mode,
+                        input_fn=_input_fn(args),
                     )
     v = VariantReport(reports, float_layers(loaded.float_model))
     metrics = _split(args.metrics) or ["sqnr"]
     fmt = args.format
     if fmt in ("table", "markdown"):
-        text = v.table(metrics, tablefmt="github" if fmt == "markdown" else "simple")
+        text = v.table(
+            metrics,
+            sort_by=args.sort,
+            top=args.top,
+            tablefmt="github" if fmt == "markdown" else "simple",
+        )
     elif fmt == "json":
         text = v.to_json()
     elif fmt == "csv":
@@ -224,7 +264,7 @@ def _run_variants(args: argparse.Namespace) -> int:
 def _run_sensitivity(args: argparse.Namespace) -> int:
     from .sensitivity import sensitivity
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, args.seed)
     if loaded.quantized is not None:
         logger.warning(
             "sensitivity quantizes the float model itself with prepare_fx; "
@@ -240,6 +280,7 @@ def _run_sensitivity(args: argparse.Namespace) -> int:
             backend=backend,
             fusion=args.fusion or "all",
             layers=_split(args.layers) or None,
+            input_fn=_input_fn(args),
         )
     _emit_report(report, args)
     return 0
@@ -297,7 +338,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    model = _Parser(add_help=False)
+    # -v also after the command; SUPPRESS keeps the one given before it.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log progress at INFO level",
+    )
+
+    model = _Parser(add_help=False, parents=[verbose])
     model.add_argument(
         "model", metavar="MODEL", help="package.module:factory or file.py:factory"
     )
@@ -318,7 +369,19 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_BATCHES} random ones)",
     )
     model.add_argument(
-        "--seed", type=int, default=0, help="seed of the random example inputs"
+        "--input-index",
+        type=_index,
+        default=None,
+        metavar="N",
+        help="use element N of each batch the factory returns as the model input "
+        "(e.g. 0 for (input, label) pairs)",
+    )
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of torch's and Python's random numbers, set before the factory "
+        "is called (random weights) and for the random example inputs (default 0)",
     )
     model.add_argument(
         "--format",
@@ -387,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
 
     variants = sub.add_parser(
         "variants",
-        parents=[model],
+        parents=[model, ranking],
         help="several quantized variants side by side",
         description="Quantize the float model several ways (every --backend with "
         "every --fusion; default x86 with fusion all and none), or take the "
@@ -427,6 +490,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
+        parents=[verbose],
         help="train, quantize and compare a built-in CNN (no downloads)",
         description=(
             "Train a small CNN (residual add, cat, squeeze-excite mul, conv+bn+relu) "
@@ -459,6 +523,16 @@ def _shape(text: str) -> tuple[int, ...]:
             f"invalid shape {text!r}: sizes must be positive, e.g. 1,3,224,224"
         )
     return shape
+
+
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid index {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid index {text!r}: must be 0 or more")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -537,12 +611,20 @@ def _batches(loaded: LoadedModel, args: argparse.Namespace) -> list[Any]:
         batches = loaded.batches[: args.batches] if args.batches else loaded.batches
         if not batches:
             raise DataError(f"the factory {args.model} returned no example batches")
+        _check_first_batch(loaded.float_model, batches[0], args)
         return batches
     if not args.input_shape:
         raise DataError(
             f"the factory {args.model} returns no example batches: give "
             "--input-shape (e.g. --input-shape 1,3,224,224)"
         )
+    if args.input_index is not None:
+        raise ArgumentError(
+            "--input-index picks the model input out of the batches the factory "
+            "returns; the random batches of --input-shape are model inputs already"
+        )
+    # Data errors about these batches may come from a missing batch dimension.
+    args.random_batches = True
     g = torch.Generator().manual_seed(args.seed)
     count = args.batches or DEFAULT_BATCHES
     shapes = args.input_shape
@@ -552,6 +634,92 @@ def _batches(loaded: LoadedModel, args: argparse.Namespace) -> list[Any]:
         else torch.randn(shapes[0], generator=g)
         for _ in range(count)
     ]
+
+
+def _check_first_batch(model: nn.Module, batch: Any, args: argparse.Namespace) -> None:
+    """Fail early, before quantizing, if the factory's batches do not give the
+    model's arguments (``(input, label)`` pairs without ``--input-index``)."""
+    from .compare import _n_inputs, model_args
+    from .trace import trace
+
+    try:
+        n_inputs = _n_inputs(trace(model, role="float model"))
+    except FxnsError:
+        return  # the analysis itself says what is wrong with the model
+    model_args(batch, 0, _input_fn(args), n_inputs)
+
+
+def _input_fn(args: argparse.Namespace) -> Callable[[Any], Any] | None:
+    """What ``--input-index`` makes of each batch (None: the batch itself)."""
+    if args.input_index is None:
+        return None
+    return operator.itemgetter(args.input_index)
+
+
+def _model_inputs(batches: list[Any], args: argparse.Namespace) -> list[Any]:
+    pick = _input_fn(args)
+    if pick is None:
+        return batches
+    try:
+        return [pick(b) for b in batches]
+    except (IndexError, KeyError, TypeError) as err:
+        raise DataError(
+            f"--input-index {args.input_index} does not pick an element of every "
+            f"batch: {type(err).__name__}: {_first_line(err)}"
+        ) from err
+
+
+def _cli_advice(message: str, args: argparse.Namespace) -> str:
+    """A data error's message, its advice in command-line terms."""
+    for python, command_line in _ADVICE.items():
+        message = message.replace(python, command_line)
+    index = getattr(args, "input_index", None)
+    if index is not None:
+        message = message.replace(
+            INPUT_FN_CONTRACT, f"every batch must have an element {index}"
+        ).replace("input_fn", f"--input-index {index}")
+    if getattr(args, "random_batches", False):
+        shape = ",".join(map(str, args.input_shape[0]))
+        message += (
+            f" (--input-shape includes the batch dimension: for one {shape} input, "
+            f"give --input-shape 1,{shape})"
+        )
+    return message
+
+
+# The advice of fxns's data errors, worded for the command line.
+_ADVICE = {
+    PICK_INPUTS: "pick the model input out of each batch with --input-index N "
+    "(e.g. --input-index 0 for (input, label) pairs), or make the factory "
+    "return model inputs",
+    CONVERT_BATCHES: "or make the factory return batches the model takes "
+    "(--input-index N picks element N of each batch)",
+    CONVERT_YOURS: "(make the factory return such batches, or pick one element "
+    "of each with --input-index N)",
+}
+
+
+def _check_output(output: str | None) -> None:
+    """Fail before any work if ``--output`` cannot be written."""
+    if output is None:
+        return
+    parent = Path(output).parent
+    if not parent.is_dir():
+        raise ArgumentError(
+            f"cannot write --output {output}: there is no directory {parent}; "
+            "create it first"
+        )
+    if Path(output).is_dir():
+        raise ArgumentError(f"cannot write --output {output}: it is a directory")
+
+
+def _seed(seed: int) -> None:
+    """Seed every random number generator a factory is likely to use."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
 
 
 def _single_quantized(
@@ -572,7 +740,10 @@ def _single_quantized(
             "to calibrate one on: give --input-shape"
         )
     return quantize_fx(
-        loaded.float_model, batches, args.backend or "x86", fusion=args.fusion or "all"
+        loaded.float_model,
+        _model_inputs(batches, args),
+        args.backend or "x86",
+        fusion=args.fusion or "all",
     )
 
 
@@ -618,16 +789,20 @@ def _variant_name(
 def _emit_report(report: Any, args: argparse.Namespace) -> None:
     from .report import Report
 
+    fmt = args.format
+    if fmt in ("table", "markdown"):
+        text = report.table(
+            sort_by=args.sort,
+            top=args.top,
+            tablefmt="github" if fmt == "markdown" else "simple",
+        )
+        _write(text, args.output, report.summary())
+        return
     if args.sort or args.top:
         report = Report(
             report.sorted_rows(args.sort, args.top), mode=report.mode, meta=report.meta
         )
-    fmt = args.format
-    if fmt == "table":
-        text = report.table()
-    elif fmt == "markdown":
-        text = report.table(tablefmt="github")
-    elif fmt == "json":
+    if fmt == "json":
         text = report.to_json()
     elif fmt == "csv":
         text = report.to_csv()
@@ -653,9 +828,14 @@ def _split(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
-def _fail(err: BaseException, verbose: bool, internal: bool = False) -> None:
+def _fail(
+    err: BaseException,
+    verbose: bool,
+    internal: bool = False,
+    cause: BaseException | None = None,
+) -> None:
     if verbose:
-        traceback.print_exception(err, file=sys.stderr)
+        traceback.print_exception(cause or err, file=sys.stderr)
     kind = f"{type(err).__name__}: " if internal else ""
     hint = " (run with -v for the traceback)" if internal and not verbose else ""
     print(f"fxns: error: {kind}{_first_line(err)}{hint}", file=sys.stderr)

@@ -22,6 +22,7 @@ With ``torch.distributed`` initialised, :func:`compare_activations` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import re
@@ -33,6 +34,13 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .checks import (
+    check_direction,
+    check_shadowable,
+    unquantized_warning,
+    weight_mismatch,
+    weight_mismatch_warning,
+)
 from .distributed import check_in, group_for, reduce_stats
 from .errors import (
     ArgumentError,
@@ -55,7 +63,7 @@ from .progress import count_batches, progress
 from .report import LayerResult, Report, VariantReport
 from .stats import ErrorStats
 from .variants import float_layers
-from .weights import weight_pairs
+from .weights import WeightPair, weight_pairs
 
 __all__ = [
     "MODES",
@@ -110,7 +118,7 @@ def compare_weights(
     quant_model = _eval_model(quant_model, "quantized model")
     matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
     rows = []
-    for w in weight_pairs(matching):
+    for w in _distinct_weights(matching):
         stats = ErrorStats()
         note = w.note
         try:
@@ -191,11 +199,45 @@ def compare_activations(
     """
     _check_mode(mode)
     _check_input_fn(input_fn)
+    return _compare(
+        float_model,
+        quant_model,
+        data,
+        mode=mode,
+        input_fn=input_fn,
+        leaf_modules=leaf_modules,
+        leaf_module_names=leaf_module_names,
+        distributed=distributed,
+        role="quantized model",
+    )
+
+
+def _compare(
+    float_model: nn.Module,
+    quant_model: nn.Module,
+    data: Any,
+    *,
+    mode: str,
+    input_fn: InputFn | None,
+    leaf_modules: Sequence[type[nn.Module]],
+    leaf_module_names: Sequence[str],
+    distributed: bool,
+    role: str,
+) -> Report:
+    """:func:`compare_activations`, its options checked; ``role`` names the
+    quantized model in messages ("quantized model 'x86'")."""
     group = group_for(distributed)
     try:
         float_model = _eval_model(float_model, "float model")
-        quant_model = _eval_model(quant_model, "quantized model")
-        matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
+        quant_model = _eval_model(quant_model, role)
+        matching = _match(
+            float_model,
+            quant_model,
+            leaf_modules,
+            leaf_module_names,
+            mode=mode,
+            role=role,
+        )
         build = build_shadow if mode == "shadow" else build_propagated
         inst = build(matching)
         batches = run_batches(
@@ -205,6 +247,7 @@ def compare_activations(
             _n_inputs(matching.float_module),
             matching=matching,
             allow_empty=group is not None,
+            mode=mode,
         )
     except Exception as err:
         if group is not None:
@@ -287,15 +330,16 @@ def compare_variants(
     # per variant.
     float_model = _eval_model(float_model, "float model")
     reports = {
-        name: compare_activations(
+        name: _compare(
             float_model,
-            _eval_model(model, f"quantized model {name!r}"),
+            model,
             data,
             mode=mode,
             input_fn=input_fn,
             leaf_modules=leaf_modules,
             leaf_module_names=leaf_module_names,
             distributed=distributed,
+            role=f"quantized model {name!r}",
         )
         for name, model in variants.items()
     }
@@ -335,7 +379,9 @@ def add_loggers(
     quant_model = _own_copy(
         _eval_model(quant_model, "quantized model"), "quantized model"
     )
-    matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
+    matching = _match(
+        float_model, quant_model, leaf_modules, leaf_module_names, mode="propagated"
+    )
     return build_logger_pair(matching)
 
 
@@ -364,7 +410,9 @@ def add_shadows(
     quant_model = _own_copy(
         _eval_model(quant_model, "quantized model"), "quantized model"
     )
-    matching = _match(float_model, quant_model, leaf_modules, leaf_module_names)
+    matching = _match(
+        float_model, quant_model, leaf_modules, leaf_module_names, mode="shadow"
+    )
     return build_shadow(matching).module
 
 
@@ -423,6 +471,16 @@ def collect(*models: nn.Module, distributed: bool = True) -> Report:
 
 EMPTY_DATA = "data is empty: give at least one batch"
 
+# The advice of data errors about converting batches with input_fn, which
+# the command line words in its own terms (see fxns.cli).
+PICK_INPUTS = (
+    "pass input_fn= to pick the inputs out of each batch (e.g. "
+    "input_fn=lambda b: b[0] for (input, label) pairs)"
+)
+CONVERT_BATCHES = "or pass input_fn= to convert each batch"
+CONVERT_YOURS = "(use input_fn= to convert yours)"
+INPUT_FN_CONTRACT = "it must return the model's argument(s) for every batch"
+
 
 def run_batches(
     module: nn.Module,
@@ -432,6 +490,7 @@ def run_batches(
     *,
     matching: Matching | None = None,
     allow_empty: bool = False,
+    mode: str = "",
 ) -> int:
     """Run ``module`` on every batch of ``data``; return the number of batches.
 
@@ -445,6 +504,7 @@ def run_batches(
         matching: the matching ``module`` was built from; when a batch fails,
             its two models are run on the batch to name the failing node.
         allow_empty: return 0 for empty data instead of raising.
+        mode: the mode ``module`` was built for, for messages.
 
     Raises:
         DataError, ModelError, EngineError, InstrumentError: see
@@ -457,29 +517,66 @@ def run_batches(
     steps = progress(iter_batches(data), total=count_batches(data), desc="fxns")
     with torch.no_grad():
         for index, batch in enumerate(steps):
-            args = _model_args(batch, index, input_fn)
-            if n_inputs is not None and len(args) != n_inputs:
-                raise DataError(
-                    f"batch {index} gives {len(args)} model argument(s) but the model "
-                    f"takes {n_inputs}; pass input_fn= to pick the inputs out of each "
-                    "batch (e.g. input_fn=lambda b: b[0] for (input, label) pairs)"
-                )
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if tensors and all(t.numel() == 0 for t in tensors):
-                raise DataError(
-                    f"batch {index} is empty ({_describe(args)}); drop empty "
-                    "batches from the data"
-                )
+            args = model_args(
+                batch, index, input_fn, n_inputs, whole_data=isinstance(data, tuple)
+            )
             try:
                 forward(*args)
             except FxnsError:
                 raise
             except Exception as err:
-                raise diagnose(matching, args, index, err) from err
+                raise diagnose(matching, args, index, err, mode) from err
             count += 1
     if count == 0 and not allow_empty:
         raise DataError(EMPTY_DATA)
     return count
+
+
+def model_args(
+    batch: Any,
+    index: int,
+    input_fn: InputFn | None,
+    n_inputs: int | None,
+    *,
+    whole_data: bool = False,
+) -> tuple[Any, ...]:
+    """The model arguments of one batch, checked against the model's arity.
+
+    ``whole_data``: the batch is the whole of the data (a tuple passed as
+    ``data``), which may be meant as a sequence of batches.
+
+    Raises:
+        DataError: ``input_fn`` fails, the batch is not a tensor or tuple,
+            gives the wrong number of arguments, or is empty.
+    """
+    args = _model_args(batch, index, input_fn)
+    if n_inputs is not None and len(args) != n_inputs:
+        advice = (
+            "a tuple is one batch of positional arguments; pass a list of batches"
+            if whole_data and input_fn is None and _looks_like_batches(args)
+            else PICK_INPUTS
+        )
+        raise DataError(
+            f"batch {index} gives {len(args)} model argument(s) but the model "
+            f"takes {n_inputs}; {advice}"
+        )
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if tensors and all(t.numel() == 0 for t in tensors):
+        raise DataError(
+            f"batch {index} is empty ({_describe(args)}); drop empty "
+            "batches from the data"
+        )
+    return args
+
+
+def _looks_like_batches(args: tuple[Any, ...]) -> bool:
+    """Whether a tuple of model arguments looks like several batches of one
+    input: tensors, all of the same shape."""
+    return (
+        len(args) > 1
+        and all(isinstance(a, torch.Tensor) for a in args)
+        and len({a.shape for a in args}) == 1
+    )
 
 
 def iter_batches(data: Any) -> Iterator[Any]:
@@ -512,12 +609,16 @@ def batch_args(
         return tuple(batch)
     raise DataError(
         f"{what.format(index=index)} a {type(batch).__name__}; a batch must be a "
-        "Tensor or a tuple of model arguments (use input_fn= to convert yours)"
+        f"Tensor or a tuple of model arguments {CONVERT_YOURS}"
     )
 
 
 def diagnose(
-    matching: Matching | None, args: tuple[Any, ...], index: int, err: Exception
+    matching: Matching | None,
+    args: tuple[Any, ...],
+    index: int,
+    err: Exception,
+    mode: str = "",
 ) -> FxnsError:
     """The error to raise when the instrumented model failed on a batch.
 
@@ -554,7 +655,7 @@ def diagnose(
             return DataError(
                 f"{batch} does not fit the float model: its {where} fails with "
                 f"{what}. Give batches of the shape and dtype the model takes, "
-                "or pass input_fn= to convert each batch"
+                f"{CONVERT_BATCHES}"
             )
         assert matching is not None
         unquantized = _FLOAT_INTO_QUANTIZED.search(str(cause))
@@ -577,10 +678,25 @@ def diagnose(
         return _engine_error("an operation of the quantized model", what)
     if matching is None:
         return DataError(f"the models failed on {batch}: {what}")
+    other = {"shadow": "propagated", "propagated": "shadow"}.get(mode)
+    meanwhile = f"compare in {other} mode meanwhile" if other else "try the other mode"
+    fault = f"this is a fault in fxns: {meanwhile}, and report it with the two models"
+    # Where the models do not line up, a shadow layer can fail on its
+    # twin's inputs although neither model fails on its own.
+    suspect = (
+        matching.summary()
+        if matching.unmatched_float or matching.unmatched_quant
+        else weight_mismatch(matching)
+    )
+    if suspect:
+        fault = (
+            "check that the quantized model is made from this float model "
+            f"({suspect}); if it is, {fault}"
+        )
+    instrumented = "the instrumented model" + (f" ({mode} mode)" if mode else "")
     return InstrumentError(
-        f"the instrumented model failed on {batch} although both models run on "
-        f"it on their own: {what}. This is a fault in fxns; compare with "
-        "mode='propagated' (or 'shadow') meanwhile, and report it with the models"
+        f"{instrumented} failed on {batch} although both models run on it on "
+        f"their own: {what}. {fault[0].upper()}{fault[1:]}"
     )
 
 
@@ -619,10 +735,7 @@ def report_from(
         stats = reduce_stats(stats, group)
     if batches == 0 and (require_batches or group is not None) and stats:
         raise DataError(
-            EMPTY_DATA
-            if not require_batches
-            else "nothing has run through these models yet: call them on your "
-            "batches before collect()"
+            EMPTY_DATA if not require_batches else _nothing_compared(inst, notes)
         )
 
     rows = []
@@ -661,6 +774,72 @@ def report_from(
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _distinct_weights(matching: Matching) -> Iterator[WeightPair]:
+    """:func:`weight_pairs`, each weight once: a module called several times
+    (pairs ``c``, ``c:1``, ...) holds one weight, listed under its first call
+    with a note naming the others."""
+    weights = list(weight_pairs(matching))
+    calls: dict[tuple[str, str], list[WeightPair]] = {}
+    for w in weights:
+        calls.setdefault((_CALL_SUFFIX.sub("", w.pair.name), w.element), []).append(w)
+    for w in weights:
+        same = [
+            other
+            for other in calls[_CALL_SUFFIX.sub("", w.pair.name), w.element]
+            if _same_weight(w, other)
+        ]
+        if len(same) < 2:
+            yield w
+        elif same[0] is w:
+            names = ", ".join(other.pair.name for other in same)
+            note = (
+                f"the module serves {len(same)} calls ({names}); its weight is "
+                "listed once"
+            )
+            yield dataclasses.replace(w, note=_join(w.note, note))
+
+
+# The ":<k>" of the k-th call of a module called several times ("c:1").
+_CALL_SUFFIX = re.compile(r":\d+$")
+
+
+def _same_weight(a: WeightPair, b: WeightPair) -> bool:
+    return (
+        a.float_weight.shape == b.float_weight.shape
+        and torch.equal(a.float_weight, b.float_weight)
+        and (a.quant_weight is None) == (b.quant_weight is None)
+        and (
+            a.quant_weight is None
+            or b.quant_weight is None
+            or (
+                a.quant_weight.shape == b.quant_weight.shape
+                and torch.equal(a.quant_weight, b.quant_weight)
+            )
+        )
+    )
+
+
+def _nothing_compared(inst: Instrumented, notes: Mapping[str, str]) -> str:
+    """Why no value was compared, for :func:`collect`."""
+    if not notes:
+        return (
+            "nothing has run through these models yet: call them on your "
+            "batches before collect()"
+        )
+    name, note = next(iter(notes.items()))
+    if inst.exchange is None:
+        return (
+            f"the shadow model ran, but no value could be compared (at {name!r}: "
+            f"{note.removeprefix('not compared: ')})"
+        )
+    return (
+        "both logger models ran, but not on the same batches, so their values "
+        f"could not be compared (at {name!r}: "
+        f"{note.removeprefix('not compared: ')}); make new ones with add_loggers "
+        "and run both on the same batches, in the same order"
+    )
 
 
 def _element_key(name: str, path: tuple[int, ...]) -> str:
@@ -770,15 +949,30 @@ def _match(
     quant_model: nn.Module,
     leaf_modules: Sequence[type[nn.Module]],
     leaf_module_names: Sequence[str],
+    *,
+    mode: str = "",
+    role: str = "quantized model",
 ) -> Matching:
-    """:func:`match`, and a :class:`ModelError` if nothing matches."""
+    """:func:`match`, checked: the models are the right way round
+    (:mod:`fxns.checks`), something matches, and for a comparison of
+    activations (``mode``), the float layers can run in that mode. Warns when
+    the quantized model has no quantized operation, and for activations,
+    when its weights are not the float model's."""
     matching = match(
         float_model,
         quant_model,
         leaf_modules=leaf_modules,
         leaf_module_names=leaf_module_names,
     )
+    check_direction(matching)
     if matching.pairs:
+        if mode == "shadow":
+            check_shadowable(matching)
+        warning = unquantized_warning(matching, role)
+        if not warning and mode:
+            warning = weight_mismatch_warning(matching, role)
+        if warning:
+            _warn(warning)
         return matching
     counts = []
     advice = []
@@ -839,8 +1033,7 @@ def _model_args(batch: Any, index: int, input_fn: InputFn | None) -> tuple[Any, 
     except Exception as err:
         raise DataError(
             f"input_fn failed on batch {index} ({_describe_value(batch)}): "
-            f"{type(err).__name__}: {_first_line(err)}; it must return the model's "
-            "argument(s) for every batch"
+            f"{type(err).__name__}: {_first_line(err)}; {INPUT_FN_CONTRACT}"
         ) from err
     return batch_args(picked, index, "input_fn returned for batch {index}")
 

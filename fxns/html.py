@@ -5,10 +5,14 @@ that needs nothing but a browser (no network, no files beside it):
 
 1. what was compared (mode, batches, versions) and the one-line summary;
 2. SQNR along the network: one point per row in execution order
-   (matplotlib, embedded as SVG); exact layers (+inf dB) sit on the top edge;
-3. the error of the worst layers: for each, the typical error (RMS of
-   f − q), the largest one (max |f − q|) and, for scale, the RMS of the float
-   value itself, all of which follow exactly from the running sums;
+   (matplotlib, embedded as SVG), the line joining finite values only; exact
+   layers (+inf dB) are marks on the top edge, layers with error but no
+   signal (−inf dB) on the bottom edge; the worst points are named where
+   their names do not overlap;
+3. the error of the worst layers (−inf dB first): for each, the typical
+   error (RMS of f − q), the largest one (max |f − q|) and, for scale, the
+   RMS of the float value itself, all of which follow exactly from the
+   running sums;
 4. the table, sortable by clicking a column header (worst first on the
    first click), with a few lines of inline JavaScript;
 5. the graph diff: the matched operations of both graphs side by side and
@@ -38,7 +42,7 @@ from .variants import FUSED
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .report import Report, VariantReport
+    from .report import LayerResult, Report, VariantReport
 
 __all__ = [
     "graph_diff_section",
@@ -84,9 +88,7 @@ def report_page(report: Report, *, diff: Any = None, title: str | None = None) -
                 ),
             )
         )
-        sections.append(
-            _figure(f"Error of the {WORST_LAYERS} worst layers", _worst_svg(report))
-        )
+        sections.append(_worst_figure(report))
     sections.append("<h2>Layers</h2>")
     sections.append(_report_table(report, table_id="layers", sortable=True))
     sections.append("<h2>Graph diff</h2>")
@@ -117,9 +119,7 @@ def variants_page(v: VariantReport, *, title: str | None = None) -> str:
     for name, report in v.reports.items():
         parts = [f"<p>{escape(report.summary())}</p>", _meta_list(report.meta)]
         if _has(report, "sqnr"):
-            parts.append(
-                _figure(f"Error of the {WORST_LAYERS} worst layers", _worst_svg(report))
-            )
+            parts.append(_worst_figure(report))
         parts.append(graph_diff_section(report))
         sections.append(
             f"<details><summary>Variant <b>{escape(name)}</b>: its worst layers "
@@ -374,58 +374,54 @@ def _sqnr_svg(
     span = max(top - bottom, 1.0)
     ceiling = top + 0.08 * span
 
+    floor = bottom - 0.08 * span
+    low, high = floor - 0.02 * span, ceiling + 0.06 * span
+
     fig = _figure_object(width=9.0, height=3.4)
     ax = fig.subplots()
     for label, values in series.items():
         points = [
             (i, x) for i, x in enumerate(values) if x is not None and not math.isnan(x)
         ]
+        # The line joins finite values only: ±inf are marks on the edges,
+        # not values a line could run to.
         xs = [i for i, _ in points]
-        ys = [min(x, ceiling) for _, x in points]
+        ys = [x if math.isfinite(x) else math.nan for _, x in points]
         (line,) = ax.plot(
             xs, ys, marker="o", markersize=3, linewidth=1.2, label=label or None
         )
-        exact = [i for i, x in points if x == math.inf]
-        if exact:
-            ax.plot(
-                exact,
-                [ceiling] * len(exact),
-                linestyle="none",
-                marker="^",
-                markersize=5,
-                color=line.get_color(),
-            )
-    # Name the worst points, at most three, far enough apart to be read.
-    gap = max(3, len(names) // 8)
-    named: list[int] = []
-    for value, index in sorted(
-        (x, i)
-        for values in series.values()
-        for i, x in enumerate(values)
-        if x is not None and math.isfinite(x)
-    ):
-        if len(named) == 3:
-            break
-        if all(abs(index - other) >= gap for other in named):
-            named.append(index)
-            ax.annotate(
-                names[index],
-                (index, value),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=7,
-            )
-    ax.set_ylim(bottom - 0.08 * span, ceiling + 0.06 * span)
+        for edge, y, marker in ((math.inf, ceiling, "^"), (-math.inf, floor, "v")):
+            marks = [i for i, x in points if x == edge]
+            if marks:
+                ax.plot(
+                    marks,
+                    [y] * len(marks),
+                    linestyle="none",
+                    marker=marker,
+                    markersize=5,
+                    color=line.get_color(),
+                )
+    _name_worst_points(ax, series, names, (low, high))
+    ax.set_ylim(low, high)
     ax.set_xlabel("layer (execution order; the # column of the table)")
     ax.set_ylabel("SQNR (dB)")
     ax.grid(True, alpha=0.3)
     if any(series):
         ax.legend(fontsize=8, loc="lower left")
-    if any(x == math.inf for values in series.values() for x in values):
+    edges = {x for values in series.values() for x in values if x is not None}
+    legend = [
+        text
+        for edge, text in (
+            (math.inf, "▲ exact (+inf dB)"),
+            (-math.inf, "▼ all error, no signal (−inf dB)"),
+        )
+        if edge in edges
+    ]
+    if legend:
         ax.text(
             1.0,
             1.0,
-            "▲ exact (+inf dB)",
+            "   ".join(legend),
             transform=ax.transAxes,
             ha="right",
             va="bottom",
@@ -434,14 +430,79 @@ def _sqnr_svg(
     return _svg(fig)
 
 
-def _worst_svg(report: Report) -> str:
-    """Typical and largest error of the worst layers, against the signal."""
-    rows = [
+# The plot area of the SQNR chart in points (a 9 × 3.4 inch figure less its
+# axes labels), and the size of a 7-point label, to keep names apart.
+_PLOT_POINTS = (590.0, 190.0)
+_CHAR_POINTS = 4.2
+_LINE_POINTS = 9.0
+
+
+def _name_worst_points(
+    ax: Any,
+    series: Mapping[str, Sequence[float | None]],
+    names: Sequence[str],
+    ylim: tuple[float, float],
+) -> None:
+    """Name the worst points, at most three, where their names do not overlap.
+
+    On a long network the worst layers often sit side by side; a name is
+    left out when its box would overlap one already placed.
+    """
+    width, height = _PLOT_POINTS
+    last = max(len(names) - 1, 1)
+    low, high = ylim
+    boxes: list[tuple[float, float, float, float]] = []
+    named: set[int] = set()
+    for value, index in sorted(
+        (x, i)
+        for values in series.values()
+        for i, x in enumerate(values)
+        if x is not None and math.isfinite(x)
+    ):
+        if len(boxes) == 3:
+            break
+        if index in named:
+            continue
+        x = index / last * width + 4
+        y = (value - low) / (high - low) * height - 10
+        box = (x, y, x + _CHAR_POINTS * len(names[index]), y + _LINE_POINTS)
+        if any(_overlap(box, other) for other in boxes):
+            continue
+        boxes.append(box)
+        named.add(index)
+        ax.annotate(
+            names[index],
+            (index, value),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=7,
+        )
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _worst_figure(report: Report) -> str:
+    """The chart of the worst layers, its caption counting them."""
+    rows = _worst_rows(report)
+    count = f"{len(rows)} worst layers" if len(rows) > 1 else "worst layer"
+    return _figure(f"Error of the {count}", _worst_svg(rows))
+
+
+def _worst_rows(report: Report) -> list[LayerResult]:
+    """The layers with an error, worst first: −inf dB (an error where the
+    float value is all zero) before any finite SQNR."""
+    return [
         r
         for r in report.sorted_rows("sqnr")
         if r.metrics.get("mse", 0.0) > 0.0
-        and math.isfinite(r.metrics.get("sqnr", math.nan))
+        and not math.isnan(r.metrics.get("sqnr", math.nan))
     ][:WORST_LAYERS]
+
+
+def _worst_svg(rows: Sequence[LayerResult]) -> str:
+    """Typical and largest error of the worst layers, against the signal."""
     fig = _figure_object(width=9.0, height=0.36 * max(len(rows), 3) + 1.0)
     ax = fig.subplots()
     if not rows:
@@ -451,9 +512,13 @@ def _worst_svg(report: Report) -> str:
     ys = list(range(len(rows)))
     rms = [math.sqrt(r.metrics["mse"]) for r in rows]
     largest = [r.metrics.get("max_abs", math.nan) for r in rows]
-    # Σf²/n = mse · 10^(sqnr/10): the float value's own RMS, for scale.
+    # Σf²/n = mse · 10^(sqnr/10): the float value's own RMS, for scale (none
+    # to draw on a log scale at −inf dB, where it is 0).
     signal = [
-        math.sqrt(r.metrics["mse"] * 10 ** (r.metrics["sqnr"] / 10)) for r in rows
+        math.sqrt(r.metrics["mse"] * 10 ** (r.metrics["sqnr"] / 10))
+        if math.isfinite(r.metrics["sqnr"])
+        else math.nan
+        for r in rows
     ]
     ax.barh(ys, rms, color="#d62728", alpha=0.75, label="RMS of f − q")
     ax.plot(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx, nn
 
-from .errors import DataError, FxnsError, ModelError
+from .errors import ArgumentError, DataError, ModelError
 
 if TYPE_CHECKING:
     from torch.ao.quantization import QConfigMapping
@@ -75,6 +75,11 @@ def quantize_fx(
         fusion: one of :data:`FUSIONS`: ``all`` (the backend's default),
             ``conv_bn`` or ``none``.
 
+    Raises:
+        ArgumentError: an unknown ``backend`` or ``fusion``.
+        DataError: no calibration batch, or one that does not fit the model.
+        ModelError: ``prepare_fx`` cannot quantize the model.
+
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4)).eval()
         >>> q = quantize_fx(model, [torch.randn(2, 4)])
@@ -87,7 +92,7 @@ def quantize_fx(
     config = backend_config(fusion)
     batches = [b if isinstance(b, tuple) else (b,) for b in calibration]
     if not batches:
-        raise FxnsError("quantize_fx needs at least one calibration batch")
+        raise DataError("quantize_fx needs at least one calibration batch")
 
     with quiet_torch_ao():
         try:
@@ -129,7 +134,7 @@ def qconfig_mapping_for(backend: str) -> QConfigMapping:
     )
 
     if backend not in BACKENDS:
-        raise FxnsError(
+        raise ArgumentError(
             f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}"
         )
     with quiet_torch_ao():
@@ -150,7 +155,9 @@ def backend_config(fusion: str = "all") -> BackendConfig:
         False
     """
     if fusion not in FUSIONS:
-        raise FxnsError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+        raise ArgumentError(
+            f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}"
+        )
     with quiet_torch_ao():
         # quantize_fx loads the helpers that BackendConfig needs.
         import torch.ao.quantization.quantize_fx  # noqa: F401

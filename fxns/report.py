@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "GAIN",
     "SCHEMA_VERSION",
+    "SENSITIVITY_METRICS",
+    "SQNR_ALONE",
+    "SQNR_FLOAT",
     "LayerResult",
     "Report",
     "VariantReport",
@@ -47,6 +51,14 @@ __all__ = [
 # Version of the JSON layout written by Report.to_dict; readers accept this
 # version and older ones. 2 added the non-finite counts.
 SCHEMA_VERSION = 2
+
+# The metrics of a sensitivity report (fxns.sensitivity), in display order:
+# dB of end-to-end SQNR gained by keeping a layer in float, the output SQNR
+# with only that layer in float, and with only that layer quantized.
+GAIN = "gain"
+SQNR_FLOAT = "sqnr_float"
+SQNR_ALONE = "sqnr_alone"
+SENSITIVITY_METRICS = (GAIN, SQNR_FLOAT, SQNR_ALONE)
 
 # Column names of the table and the exports.
 NAME = "name"
@@ -254,20 +266,35 @@ class Report:
             if has_notes:
                 line.append(row.note)
             body.append(line)
-        title = self._title()
+        title = self._title(len(rows), sort_by)
         formats = (
             [""] * 4 + [floatfmt or _FORMATS.get(m, ".4g") for m in columns] + [""] * 2
         )
-        text = tabulate(body, headers=headers, tablefmt=tablefmt, floatfmt=formats)
+        # Text columns stay text: a layer named "0" is a name, not a number.
+        text_columns = [i for i, h in enumerate(headers) if h not in columns]
+        text = tabulate(
+            body,
+            headers=headers,
+            tablefmt=tablefmt,
+            floatfmt=formats,
+            disable_numparse=text_columns,
+        )
         return f"{title}\n{text}" if title else text
 
     def metric_names(self) -> list[str]:
-        """The metrics present in this report, standard ones first."""
+        """The metrics present in this report, standard ones first.
+
+        A report with no numbers at all (every row has a note instead) names
+        the metrics of its kind: those of a sensitivity report, or the four
+        standard ones.
+        """
         seen = dict.fromkeys(METRICS)
         for row in self.rows:
             seen.update(dict.fromkeys(row.metrics))
         present = {m for row in self.rows for m in row.metrics}
-        return [m for m in seen if m in present] or list(METRICS)
+        if present:
+            return [m for m in seen if m in present]
+        return list(SENSITIVITY_METRICS if self.mode == "sensitivity" else METRICS)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite numbers as "inf", "-inf", "nan").
@@ -291,22 +318,18 @@ class Report:
             ReportError: ``data`` is not a report, or was written by a newer
                 fxns (its ``schema`` is above :data:`SCHEMA_VERSION`).
         """
+        if _is_variant_report(data):
+            raise ReportError(
+                "this is a VariantReport's JSON (the comparison of variants "
+                f"{', '.join(map(repr, data['variants']))}); use "
+                "fxns.VariantReport.from_json to read it"
+            )
         if not isinstance(data, Mapping) or not isinstance(data.get("rows"), list):
             raise ReportError(
                 f"not an fxns report: expected a JSON object with a 'rows' list, "
                 f"got {_summary(data)}; read files written by Report.to_json"
             )
-        schema = data.get("schema", 1)
-        if not isinstance(schema, int) or isinstance(schema, bool):
-            raise ReportError(
-                f"this report's schema version {schema!r} is not a whole number; "
-                "read files written by Report.to_json"
-            )
-        if schema > SCHEMA_VERSION:
-            raise ReportError(
-                f"this report has schema version {schema!r}, newer than the "
-                f"{SCHEMA_VERSION} this fxns reads; upgrade fxns to read it"
-            )
+        _check_schema(data, "Report.to_json")
         try:
             rows = [LayerResult.from_dict(r) for r in data["rows"]]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -346,17 +369,7 @@ class Report:
             >>> back.to_dict() == report.to_dict()  # doctest: +SKIP
             True
         """
-        text = str(source)
-        if isinstance(source, Path) or not text.lstrip().startswith(("{", "[")):
-            text = Path(source).read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            where = "" if text.lstrip().startswith("{") else f" in {str(source)!r}"
-            raise ReportError(
-                f"not JSON{where}: {err}; read files written by Report.to_json"
-            ) from err
-        return cls.from_dict(data)
+        return cls.from_dict(_read_json(source, "Report.to_json"))
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """Write the report as CSV to ``path`` (if given) and return the text.
@@ -413,7 +426,8 @@ class Report:
             'fxns shadow comparison: 42 layers, 3 batches; lowest SQNR: fc 18.2 dB'
         """
         head = self._title() or f"fxns report: {len(self.rows)} layers"
-        worst = [r for r in self.sorted_rows("sqnr", top=1) if "sqnr" in r.metrics]
+        has_sqnr = any("sqnr" in r.metrics for r in self.rows)
+        worst = self.sorted_rows("sqnr", top=1) if has_sqnr else []
         if worst and not math.isnan(worst[0].metrics["sqnr"]):
             row = worst[0]
             head += f"; lowest SQNR: {row.name} {row.metrics['sqnr']:.1f} dB"
@@ -482,14 +496,19 @@ class Report:
         return pandas.DataFrame.from_records(records, columns=columns).set_index(NAME)
 
     def _check_metric(self, name: str) -> None:
-        _check_metric(name, set(self.metric_names()) | set(METRICS), "this report has")
+        _check_metric(name, set(self.metric_names()), "this report has")
 
-    def _title(self) -> str:
+    def _title(self, shown: int | None = None, sort_by: str | None = None) -> str:
+        """ "fxns shadow comparison: 3 of 13 layers, worst first by sqnr, 2
+        batches": what the table shows of the report."""
         if not self.mode:
             return ""
         batches = self.meta.get("batches")
-        seen = f", {batches} batch{'es' if batches != 1 else ''}" if batches else ""
-        return f"fxns {self.mode} comparison: {len(self.rows)} layers{seen}"
+        seen = f", {_count(batches, 'batch', 'batches')}" if batches else ""
+        return (
+            f"fxns {self.mode} comparison: "
+            f"{_shown(shown, len(self.rows), sort_by)}{seen}"
+        )
 
 
 @dataclass
@@ -538,10 +557,43 @@ class VariantReport:
             names.update(dict.fromkeys(report.metric_names()))
         return list(names)
 
+    def sorted_rows(
+        self, sort_by: str | None = None, top: int | None = None
+    ) -> list[VariantRow]:
+        """Rows ordered worst first, optionally only the first ``top``.
+
+        Args:
+            sort_by: a metric (``"sqnr"``): each row ranks by its worst value
+                in any variant; or one column, ``"<variant> <metric>"``
+                (``"x86 sqnr"``). Rows with no value go last, in order.
+            top: keep only the first ``top`` rows (after sorting).
+
+        Example:
+            >>> [r.name for r in v.sorted_rows("sqnr", top=3)]  # doctest: +SKIP
+            ['layer4.1.conv2', 'fc', 'add_7']
+        """
+        _check_top(top)
+        rows = self.rows
+        if sort_by is not None:
+            variants, metric = self._sort_key(sort_by)
+            sign = 1.0 if higher_is_better(metric) else -1.0
+
+            def key(row: VariantRow) -> tuple[int, float]:
+                values = [row.value(v, metric) for v in variants]
+                ranked = [
+                    sign * x for x in values if x is not None and not math.isnan(x)
+                ]
+                return (0, min(ranked)) if ranked else (1, 0.0)
+
+            rows = sorted(rows, key=key)
+        return rows if top is None else rows[:top]
+
     def table(
         self,
         metrics: str | Sequence[str] = ("sqnr",),
         *,
+        sort_by: str | None = None,
+        top: int | None = None,
         tablefmt: str = "simple",
         floatfmt: str | None = None,
         legend: bool = True,
@@ -550,20 +602,26 @@ class VariantReport:
 
         Args:
             metrics: the metric(s) to show for each variant.
+            sort_by: sort worst first by a metric (each row's worst value in
+                any variant) or by one column ("x86 sqnr"); see
+                :meth:`sorted_rows`.
+            top: keep only the first ``top`` rows (after sorting).
             tablefmt: any tabulate format ("simple", "github", ...).
             floatfmt: format of the values (default: per metric).
             legend: add the line that explains the fused-layer mark.
 
         Example:
             >>> print(v.table(["sqnr", "cosine"], tablefmt="github"))  # doctest: +SKIP
+            >>> print(v.table(sort_by="sqnr", top=5))  # doctest: +SKIP
         """
         columns = [metrics] if isinstance(metrics, str) else list(metrics)
-        known = set(self.metric_names()) | set(METRICS)
+        known = set(self.metric_names())
         for metric in columns:
             _check_metric(metric, known, "these reports have")
+        rows = self.sorted_rows(sort_by, top)
         headers = [NAME, KIND, *(f"{v} {m}" for v in self.reports for m in columns)]
         body = []
-        for row in self.rows:
+        for row in rows:
             line: list[str] = [row.name, row.layer.kind]
             for variant in self.reports:
                 cell = row.cells[variant]
@@ -588,10 +646,24 @@ class VariantReport:
             disable_numparse=True,
             colalign=align,
         )
-        parts = [self._title(), text]
+        parts = [self._title(len(rows), sort_by), text]
         if legend:
             parts.append(LEGEND)
         return "\n".join(p for p in parts if p)
+
+    def _sort_key(self, sort_by: str) -> tuple[list[str], str]:
+        """The variants and the metric that ``sort_by`` names."""
+        for variant in self.reports:
+            prefix = f"{variant} "
+            if sort_by.startswith(prefix):
+                metric = sort_by.removeprefix(prefix)
+                _check_metric(metric, set(self.metric_names()), "these reports have")
+                return [variant], metric
+        known = set(self.metric_names())
+        if sort_by not in known:
+            columns = {f"{v} {m}" for v in self.reports for m in known}
+            _check_metric(sort_by, known | columns, "these reports have")
+        return list(self.reports), sort_by
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the aligned rows and every variant's report.
@@ -618,14 +690,53 @@ class VariantReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VariantReport:
-        """The inverse of :meth:`to_dict`."""
-        return cls(
-            reports={v: Report.from_dict(r) for v, r in data["reports"].items()},
-            layers=[
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ReportError: ``data`` is not a variant report (a
+                :class:`Report`'s dict, say), or was written by a newer fxns.
+
+        Example:
+            >>> back = VariantReport.from_dict(v.to_dict())  # doctest: +SKIP
+        """
+        if not _is_variant_report(data):
+            hint = (
+                "this is a Report's JSON; use fxns.Report.from_json to read it"
+                if isinstance(data, Mapping) and isinstance(data.get("rows"), list)
+                else "read files written by VariantReport.to_json"
+            )
+            raise ReportError(
+                "not an fxns variant report: expected a JSON object with a "
+                f"'reports' object and a 'variants' list, got {_summary(data)}; "
+                f"{hint}"
+            )
+        _check_schema(data, "VariantReport.to_json")
+        reports = {v: Report.from_dict(r) for v, r in data["reports"].items()}
+        try:
+            layers = [
                 FloatLayer(name=r["name"], node=r["node"], kind=r["kind"])
                 for r in data.get("rows", ())
-            ],
-        )
+            ]
+        except (KeyError, TypeError) as err:
+            raise ReportError(
+                f"a row of this variant report is malformed ({type(err).__name__}: "
+                f"{err}); read files written by VariantReport.to_json"
+            ) from err
+        return cls(reports=reports, layers=layers)
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> VariantReport:
+        """Read a variant report written by :meth:`to_json` (a path or the JSON).
+
+        Raises:
+            ReportError: the text is not JSON, or not an fxns variant report.
+
+        Example:
+            >>> back = VariantReport.from_json(v.to_json())  # doctest: +SKIP
+            >>> back.to_dict() == v.to_dict()  # doctest: +SKIP
+            True
+        """
+        return cls.from_dict(_read_json(source, "VariantReport.to_json"))
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
         """Write :meth:`to_dict` as JSON to ``path`` (if given); return the text.
@@ -715,17 +826,19 @@ class VariantReport:
         columns = [NAME, KIND] + [f"{v} {m}" for v in self.reports for m in metrics]
         return pandas.DataFrame.from_records(records, columns=columns).set_index(NAME)
 
-    def _title(self) -> str:
+    def _title(self, shown: int | None = None, sort_by: str | None = None) -> str:
         names = ", ".join(self.reports)
         mode = f" {self.mode}" if self.mode else ""
-        batches = {r.meta.get("batches") for r in self.reports.values()} - {None}
+        batches: set[int] = {
+            r.meta["batches"] for r in self.reports.values() if "batches" in r.meta
+        }
         seen = ""
         if len(batches) == 1:
             (n,) = batches
-            seen = f", {n} batch{'es' if n != 1 else ''}"
+            seen = f", {_count(n, 'batch', 'batches')}"
         return (
             f"fxns{mode} comparison of {len(self.reports)} variants ({names}): "
-            f"{len(self.rows)} layers{seen}"
+            f"{_shown(shown, len(self.rows), sort_by)}{seen}"
         )
 
 
@@ -760,8 +873,17 @@ def _import_pandas() -> Any:
     return pandas
 
 
-# Default display format per metric: enough digits to tell layers apart.
-_FORMATS = {"sqnr": ".2f", "cosine": ".6f", "mse": ".3g", "max_abs": ".3g"}
+# Default display format per metric: enough digits to tell layers apart; dB
+# with two decimals.
+_FORMATS = {
+    "sqnr": ".2f",
+    "cosine": ".6f",
+    "mse": ".3g",
+    "max_abs": ".3g",
+    GAIN: ".2f",
+    SQNR_FLOAT: ".2f",
+    SQNR_ALONE: ".2f",
+}
 
 
 def _ops_cell(ops: tuple[str, ...]) -> str:
@@ -780,6 +902,61 @@ def _check_metric(name: object, known: set[str], where: str) -> None:
 def _check_top(top: object) -> None:
     if top is not None and (not isinstance(top, int) or isinstance(top, bool)):
         raise ArgumentError(f"top must be a whole number of rows or None, got {top!r}")
+    if isinstance(top, int) and top < 0:
+        raise ArgumentError(
+            f"top must be a number of rows (0 or more) or None, got {top}; "
+            "e.g. top=10 for the ten worst layers"
+        )
+
+
+def _shown(shown: int | None, total: int, sort_by: str | None) -> str:
+    """ "3 of 13 layers, worst first by sqnr": which rows a table shows."""
+    layers = (
+        _count(total, "layer", "layers")
+        if shown is None or shown == total
+        else f"{shown} of {_count(total, 'layer', 'layers')}"
+    )
+    return f"{layers}, worst first by {sort_by}" if sort_by else layers
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _read_json(source: str | Path, writer: str) -> Any:
+    """The JSON value in ``source``: a path, or the JSON text itself."""
+    text = str(source)
+    if isinstance(source, Path) or not text.lstrip().startswith(("{", "[")):
+        text = Path(source).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        where = "" if text.lstrip().startswith("{") else f" in {str(source)!r}"
+        raise ReportError(
+            f"not JSON{where}: {err}; read files written by {writer}"
+        ) from err
+
+
+def _is_variant_report(data: object) -> bool:
+    return (
+        isinstance(data, Mapping)
+        and isinstance(data.get("reports"), Mapping)
+        and isinstance(data.get("variants"), list)
+    )
+
+
+def _check_schema(data: Mapping[str, Any], writer: str) -> None:
+    schema = data.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ReportError(
+            f"this report's schema version {schema!r} is not a whole number; "
+            f"read files written by {writer}"
+        )
+    if schema > SCHEMA_VERSION:
+        raise ReportError(
+            f"this report has schema version {schema!r}, newer than the "
+            f"{SCHEMA_VERSION} this fxns reads; upgrade fxns to read it"
+        )
 
 
 def _summary(value: object) -> str:

@@ -58,13 +58,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx, nn
 
-from .compare import _eval_model, _first_line, _meta, batch_args, iter_batches
+from .checks import check_float
+from .compare import (
+    _check_input_fn,
+    _eval_model,
+    _first_line,
+    _meta,
+    _n_inputs,
+    iter_batches,
+    model_args,
+)
 from .errors import DataError, FxnsError, ModelError
 from .match import Pair, match
 from .progress import progress
 from .quantize import backend_config, qconfig_mapping_for, quiet_torch_ao
-from .report import LayerResult, Report
+from .report import GAIN, SQNR_ALONE, SQNR_FLOAT, LayerResult, Report
 from .stats import ErrorStats
+from .trace import trace
 
 if TYPE_CHECKING:
     from torch.ao.quantization import QConfigMapping
@@ -73,10 +83,6 @@ __all__ = ["GAIN", "SQNR_ALONE", "SQNR_FLOAT", "sensitivity"]
 
 logger = logging.getLogger(__name__)
 
-# The metrics of a sensitivity report, in display order.
-GAIN = "gain"
-SQNR_FLOAT = "sqnr_float"
-SQNR_ALONE = "sqnr_alone"
 
 InputFn = Callable[[Any], Any]
 
@@ -127,9 +133,11 @@ def sensitivity(
         SQNR of the fully quantized model.
 
     Raises:
+        ArgumentError: an unknown ``backend`` or ``fusion``, or an
+            ``input_fn`` that is not a function.
         DataError: ``data`` is empty or does not fit the model.
-        ModelError: ``prepare_fx`` cannot quantize the model, or a name in
-            ``layers`` is not a layer.
+        ModelError: the float model is already quantized, ``prepare_fx``
+            cannot quantize it, or a name in ``layers`` is not a layer.
 
     Example:
         >>> r = fxns.sensitivity(model, batches)  # doctest: +SKIP
@@ -137,20 +145,32 @@ def sensitivity(
         >>> [row.name for row in r if row.metrics.get("gain", 0) > 1]  # doctest: +SKIP
         ['fc', 'layer4.1.conv2']
     """
+    # Options first: a typo should not wait for the model to be traced.
+    base_mapping = (
+        qconfig_mapping if qconfig_mapping is not None else qconfig_mapping_for(backend)
+    )
+    config = backend_config(fusion)
+    _check_input_fn(input_fn)
+
     float_model = _eval_model(float_model, "float model")
-    batches = _materialize(data, input_fn, "data")
+    traced = trace(
+        float_model,
+        leaf_modules=leaf_modules,
+        leaf_module_names=leaf_module_names,
+        role="float model",
+    )
+    check_float(traced, "sensitivity quantizes the float model itself")
+    n_inputs = _n_inputs(traced)
+    batches = _materialize(data, input_fn, n_inputs, "data")
     calib = (
         batches
         if calibration is None
-        else _materialize(calibration, input_fn, "calibration")
-    )
-    base_mapping = (
-        qconfig_mapping if qconfig_mapping is not None else qconfig_mapping_for(backend)
+        else _materialize(calibration, input_fn, n_inputs, "calibration")
     )
     quantizer = _Quantizer(
         float_model,
         base_mapping,
-        backend_config(fusion),
+        config,
         calib,
         leaf_modules,
         leaf_module_names,
@@ -335,8 +355,14 @@ class _Quantizer:
 
     def _calibrate(self, prepared: fx.GraphModule) -> None:
         with torch.no_grad(), quiet_torch_ao():
-            for args in self.calibration:
-                prepared(*args)
+            for index, args in enumerate(self.calibration):
+                try:
+                    prepared(*args)
+                except Exception as err:
+                    raise DataError(
+                        f"calibration batch {index} does not fit the float model: "
+                        f"{type(err).__name__}: {_first_line(err)}"
+                    ) from err
         self.runs += len(self.calibration)
         self.calibrations += 1
 
@@ -473,10 +499,11 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
 
 
 def _materialize(
-    data: Any, input_fn: InputFn | None, role: str
+    data: Any, input_fn: InputFn | None, n_inputs: int | None, role: str
 ) -> list[tuple[Any, ...]]:
+    whole = isinstance(data, tuple)
     batches = [
-        batch_args(input_fn(b) if input_fn is not None else b, i)
+        model_args(b, i, input_fn, n_inputs, whole_data=whole)
         for i, b in enumerate(iter_batches(data))
     ]
     if not batches:

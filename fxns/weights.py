@@ -76,7 +76,7 @@ def weight_pairs(matching: Matching) -> Iterator[WeightPair]:
             q_weight = q_weights.get(name)
             yield WeightPair(
                 pair,
-                f_weight.detach().float(),
+                as_float(f_weight.detach()),
                 None if q_weight is None else as_float(q_weight.detach()),
                 ""
                 if q_weight is not None
@@ -99,7 +99,7 @@ def _single(
             f_weight = fold_batch_norm(f_weight, bn)
             note = "float weight with batch_norm folded in"
     return WeightPair(
-        pair, f_weight.detach().float(), as_float(q_weight.detach()), note
+        pair, as_float(f_weight.detach()), as_float(q_weight.detach()), note
     )
 
 
@@ -172,8 +172,11 @@ def module_weight(module: nn.Module) -> torch.Tensor | None:
         >>> module_weight(torch.nn.Linear(2, 3)).shape
         torch.Size([3, 2])
     """
-    if isinstance(module, nn.Sequential) and len(module) > 0:
-        # Float fused modules (nni.ConvReLU2d, nni.ConvBn2d) hold the conv first.
+    own = getattr(module, "weight", None)
+    if isinstance(module, nn.Sequential) and len(module) > 0 and own is None:
+        # Float fused modules (nni.ConvReLU2d, nni.ConvBn2d) hold the conv
+        # first; QAT fused modules (nniqat.ConvBnReLU2d) are sequences too,
+        # but hold the weight themselves, and their batch norm first.
         return module_weight(module[0])
     get_weight = getattr(module, "get_weight", None)
     if callable(get_weight):

@@ -161,6 +161,20 @@ def _loggers_of_two_calls() -> tuple[nn.Module, nn.Module]:
     return f_log, q_log
 
 
+def _loggers_run_on_different_batches() -> Report:
+    f_log, q_log = fxns.add_loggers(_f(), _q())
+    f_log(torch.randn(4, 3, 8, 8))
+    q_log(torch.randn(2, 3, 8, 8))
+    return fxns.collect(f_log, q_log)
+
+
+def _sensitivity_report() -> Report:
+    metrics = {"gain": 1.5, "sqnr_float": 31.5}
+    return Report(
+        [LayerResult("fc", "linear", ("fc",), ("fc",), metrics)], "sensitivity"
+    )
+
+
 def _report() -> Report:
     row = LayerResult("conv1", "conv2d", ("conv1",), ("conv1",), {"sqnr": 30.0})
     return Report([row], mode="shadow")
@@ -293,6 +307,43 @@ CASES = [
         r"model\? \(matched 1 of 1 quantized ops",
     ),
     Bad(
+        "compare_activations/swapped-models",
+        lambda: fxns.compare_activations(_q(), _f(), _x()),
+        fxns.ModelError,
+        r"the float model \(GraphModule\) has quantized operations \(module '0' "
+        r"\(ConvReLU2d\).*and the quantized model \(Sequential\) has none: the two "
+        r"models look swapped; pass the float model first and the quantized model "
+        r"second",
+    ),
+    Bad(
+        "compare_weights/swapped-models",
+        lambda: fxns.compare_weights(_q(), _f()),
+        fxns.ModelError,
+        r"the two models look swapped; pass the float model first",
+    ),
+    Bad(
+        "add_shadows/swapped-models",
+        lambda: fxns.add_shadows(_q(), _f()),
+        fxns.ModelError,
+        r"the two models look swapped",
+    ),
+    Bad(
+        "compare_activations/quantized-float-model-in-shadow-mode",
+        lambda: fxns.compare_activations(_q(), _q(), _x()),
+        fxns.ModelError,
+        r"the float model \(GraphModule\) has quantized kernels \(module '0' "
+        r"\(ConvReLU2d\).*shadow mode runs each float layer on float inputs, which "
+        r"they cannot take.*to compare two quantized models, use propagated mode",
+    ),
+    Bad(
+        "sensitivity/quantized-model",
+        lambda: fxns.sensitivity(_q(), _x()),
+        fxns.ModelError,
+        r"the float model \(GraphModule\) has quantized operations .*and "
+        r"sensitivity quantizes the float model itself: pass the float model it "
+        r"was made from",
+    ),
+    Bad(
         "compare_activations/quantized-model-returns-none",
         lambda: fxns.compare_activations(
             ReturnsNone().eval(),
@@ -391,6 +442,36 @@ CASES = [
         r"input_fn=.*input_fn=lambda b: b\[0\]",
     ),
     Bad(
+        "compare_activations/tuple-of-batches",
+        lambda: fxns.compare_activations(_f(), _q(), (_x(), _x(), _x())),
+        fxns.DataError,
+        r"batch 0 gives 3 model argument\(s\) but the model takes 1; a tuple is one "
+        r"batch of positional arguments; pass a list of batches",
+    ),
+    Bad(
+        "sensitivity/labelled-batches",
+        lambda: fxns.sensitivity(_f(), [(_x(), 0)]),
+        fxns.DataError,
+        r"batch 0 gives 2 model argument\(s\) but the model takes 1; pass "
+        r"input_fn=",
+    ),
+    Bad(
+        "sensitivity/input-fn-not-callable",
+        lambda: fxns.sensitivity(_f(), [_x()], input_fn="image"),
+        fxns.ArgumentError,
+        r"input_fn must be a function from a batch to the model's arguments, got "
+        r"a str",
+    ),
+    Bad(
+        "collect/loggers-run-on-different-batches",
+        lambda: _loggers_run_on_different_batches(),
+        fxns.DataError,
+        r"both logger models ran, but not on the same batches, so their values "
+        r"could not be compared \(at '0': cannot compare a float value of shape "
+        r"\(4, 8, 6, 6\) with a quantized value of shape \(2, 8, 6, 6\)\); make "
+        r"new ones with add_loggers",
+    ),
+    Bad(
         "compare_activations/input-fn-fails",
         lambda: fxns.compare_activations(
             _f(), _q(), [_x()], input_fn=lambda b: b["image"]
@@ -432,6 +513,18 @@ CASES = [
         lambda: fxns.compare_variants(_f(), {"a": _q()}, _x(), mode="loggers"),
         fxns.ArgumentError,
         r"unknown mode 'loggers'",
+    ),
+    Bad(
+        "sensitivity/unknown-backend",
+        lambda: fxns.sensitivity(_f(), _x(), backend="x68"),
+        fxns.ArgumentError,
+        r"unknown backend 'x68'; use one of x86, fbgemm, qnnpack, onednn, dynamic",
+    ),
+    Bad(
+        "quantize_fx/unknown-backend",
+        lambda: quantize_fx(_f(), [_x()], "x68"),
+        fxns.ArgumentError,
+        r"unknown backend 'x68'",
     ),
     Bad(
         "match/leaf-names-is-a-string",
@@ -484,6 +577,18 @@ CASES = [
         r"metrics='sqnr' is one name; pass a list, e.g. metrics=\['sqnr'\]",
     ),
     Bad(
+        "Report.table/metric-the-report-lacks",
+        lambda: _sensitivity_report().table(sort_by="sqnr"),
+        fxns.MetricError,
+        r"unknown metric 'sqnr'; this report has gain, sqnr_float$",
+    ),
+    Bad(
+        "Report.table/negative-top",
+        lambda: _report().table(top=-1),
+        fxns.ArgumentError,
+        r"top must be a number of rows \(0 or more\) or None, got -1",
+    ),
+    Bad(
         "Report.table/top-not-a-number",
         lambda: _report().table(top="5"),  # type: ignore[arg-type]
         fxns.ArgumentError,
@@ -519,6 +624,20 @@ CASES = [
         lambda: Report.from_json('{"schema": 99, "rows": []}'),
         fxns.ReportError,
         r"schema version 99, newer than the 2 this fxns reads; upgrade fxns",
+    ),
+    Bad(
+        "Report.from_json/variant-report",
+        lambda: Report.from_json(VariantReport({"x86": _report()}).to_json()),
+        fxns.ReportError,
+        r"this is a VariantReport's JSON \(the comparison of variants 'x86'\); use "
+        r"fxns.VariantReport.from_json to read it",
+    ),
+    Bad(
+        "VariantReport.from_json/a-report",
+        lambda: VariantReport.from_json(_report().to_json()),
+        fxns.ReportError,
+        r"not an fxns variant report: .*this is a Report's JSON; use "
+        r"fxns.Report.from_json to read it",
     ),
     Bad(
         "Report.from_json/malformed-row",

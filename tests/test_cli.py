@@ -314,3 +314,105 @@ def test_an_interrupt_exits_130(
     _failing_demo(monkeypatch, KeyboardInterrupt())
     assert main(["demo"]) == 130
     assert capsys.readouterr().err == "fxns: interrupted\n"
+
+
+# --- options: -v anywhere, --seed, --input-index, --output, --input-shape -------
+
+
+def test_verbose_works_after_the_command_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _failing_demo(monkeypatch, ValueError("boom"))
+    assert main(["demo", "-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["demo"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+RANDOM_FACTORY = (
+    "def random_net():\n"
+    "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),\n"
+    "                         nn.Linear(4 * 6 * 6, 2))\n\n"
+    "def labelled():\n"
+    "    model = net().eval()\n"
+    "    return model, None, [(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]))\n"
+    "                         for _ in range(2)]\n"
+)
+
+
+def test_the_same_seed_gives_the_same_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The factory draws its weights from torch's generator, unseeded.
+    model = f"{_factory_file(tmp_path, RANDOM_FACTORY)}:random_net"
+    argv = ["compare", model, "--input-shape", "2,3,8,8", "--format", "json"]
+    runs = []
+    for seed in ("1", "1", "2"):
+        torch.randn(7)  # whatever ran before must not matter
+        assert main([*argv, "--seed", seed]) == 0
+        runs.append(json.loads(capsys.readouterr().out)["rows"])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_input_index_picks_the_model_input_out_of_labelled_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = f"{_factory_file(tmp_path, RANDOM_FACTORY)}:labelled"
+    assert main(["compare", model]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "batch 0 gives 2 model argument(s) but the model takes 1" in err
+    assert "--input-index N (e.g. --input-index 0 for (input, label) pairs)" in err
+    assert "input_fn" not in err  # no Python advice on the command line
+
+    assert main(["compare", model, "--input-index", "0", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["meta"]["batches"] == 2
+    assert main(["sensitivity", model, "--input-index", "0", "--layers", "0"]) == 0
+    capsys.readouterr()
+
+    assert main(["compare", model, "--input-index", "2"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "--input-index 2 failed on batch 0" in err
+    assert "every batch must have an element 2" in err
+
+
+def test_output_into_a_missing_directory_fails_before_any_work(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def never(*args: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("fxns.cli.load_model", never)
+    target = tmp_path / "no" / "such" / "report.html"
+    argv = ["compare", "torch.nn:Identity", "--input-shape", "1,3", "-o", str(target)]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"cannot write --output {target}: there is no directory" in err
+
+
+def test_a_missing_batch_dimension_gets_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _factory_file(tmp_path, "")
+    assert main(["compare", f"{path}:net", "--input-shape", "3,8,8"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert err.endswith(
+        "(--input-shape includes the batch dimension: for one 3,8,8 input, give "
+        "--input-shape 1,3,8,8)"
+    )
+
+
+def test_a_sorted_table_says_what_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _factory_file(tmp_path, "")
+    argv = ["compare", f"{path}:net", "--input-shape", "2,3,8,8", "--mode"]
+    assert main([*argv, "propagated", "--sort", "sqnr", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "fxns propagated comparison: 2 of 3 layers, worst first by sqnr, 2 batches"
+    )
+    # The row named "0" is a name: left-aligned like the others.
+    assert any(line.startswith("0 ") for line in lines)

@@ -143,3 +143,77 @@ def test_compare_weights_rows() -> None:
     assert [row.name for row in r.rows] == ["0", "4"]
     assert r.rows[0].note == "float weight with batch_norm folded in"
     assert r.rows[0].metrics["sqnr"] > 30
+
+
+class Twice(nn.Module):
+    """One module, called twice: one weight, two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Linear(8, 8)
+        self.d = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(self.c(torch.relu(self.c(x))))
+
+
+def test_a_module_called_twice_has_its_weight_listed_once() -> None:
+    torch.manual_seed(0)
+    model = Twice().eval()
+    quant = quantize_module(model, torch.randn(2, 8))
+    weights = fxns.compare_weights(model, quant)
+    assert weights.names == ["c", "d"]
+    assert weights["c"].note == (
+        "the module serves 2 calls (c, c:1); its weight is listed once"
+    )
+    # Each call is still a layer of its own for the activations.
+    assert fxns.compare_activations(model, quant, torch.randn(2, 8)).names == [
+        "c",
+        "relu",
+        "c:1",
+        "d",
+    ]
+
+
+def _net(channels: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(channels * 36, 5),
+    ).eval()
+
+
+def test_a_quantized_model_of_other_shapes_fails_in_shadow_mode_with_advice() -> None:
+    model = _net(4)
+    quant = quantize_module(_net(8), torch.randn(2, 3, 8, 8))
+    with (
+        pytest.warns(UserWarning, match="shapes differ"),
+        pytest.raises(
+            fxns.InstrumentError,
+            match=r"the instrumented model \(shadow mode\) failed on batch 0 .*"
+            r"although both models run on it on their own: RuntimeError: mat1 and "
+            r"mat2 shapes cannot be multiplied .*\. Check that the quantized model is "
+            r"made from this float model \(shapes differ: 0: \[4, 3, 3, 3\] vs "
+            r"\[8, 3, 3, 3\].*\); if it is, this is a fault in fxns: compare in "
+            r"propagated mode meanwhile",
+        ),
+    ):
+        fxns.compare_activations(model, quant, torch.randn(2, 3, 8, 8))
+
+
+def test_an_instrumentation_fault_names_the_other_mode_in_words() -> None:
+    from fxns.compare import diagnose
+
+    model, quant = _small()
+    matching = fxns.match(model, quant)
+    x = torch.randn(2, 3, 8, 8)
+    for mode, other in (("shadow", "propagated"), ("propagated", "shadow")):
+        err = diagnose(matching, (x,), 0, RuntimeError("boom"), mode)
+        assert isinstance(err, fxns.InstrumentError)
+        assert str(err).endswith(
+            f"RuntimeError: boom. This is a fault in fxns: compare in {other} mode "
+            "meanwhile, and report it with the two models"
+        )
+        assert "mode=" not in str(err)

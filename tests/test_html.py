@@ -97,6 +97,58 @@ def test_sensitivity_report_gets_a_gain_chart() -> None:
     assert "SQNR along the network" not in text
 
 
+def _rows(
+    values: list[float], mse: float = 1e-3, prefix: str = "layer"
+) -> list[LayerResult]:
+    return [
+        LayerResult(
+            f"{prefix}{i}",
+            "conv2d",
+            (f"n{i}",),
+            (f"n{i}",),
+            {"sqnr": x, "mse": 0.0 if x == math.inf else mse, "max_abs": 0.1},
+        )
+        for i, x in enumerate(values)
+    ]
+
+
+def test_the_worst_layers_chart_starts_with_minus_inf() -> None:
+    # -inf dB: an error where the float value is all zero, the worst there is.
+    text = Report(_rows([20.0, -math.inf, math.inf]), mode="shadow").to_html()
+    assert "Error of the 2 worst layers" in text
+    assert "layer1  (-inf dB)" in text and "layer0  (20.0 dB)" in text
+    assert "layer2  (" not in text  # exact: no error to draw
+    assert "−inf dB" in text  # the SQNR chart marks it on its bottom edge
+
+
+def _line_paths(svg: str) -> list[str]:
+    """The drawing of the SQNR line (its 1.2-point stroke)."""
+    return re.findall(r'<path d="([^"]+)"[^>]*stroke-width: 1\.2', svg)
+
+
+def test_the_sqnr_line_does_not_run_to_inf_marks() -> None:
+    finite = report_page(Report(_rows([10.0, 11.0, 12.0, 13.0]), mode="shadow"))
+    broken = report_page(
+        Report(_rows([10.0, 11.0, math.inf, 12.0, 13.0]), mode="shadow")
+    )
+    (whole,) = _line_paths(finite)
+    (parts,) = _line_paths(broken)
+    assert whole.count("M") == 1
+    assert parts.count("M") == 2  # two pieces, none reaching the inf mark
+
+
+def test_names_of_the_worst_points_do_not_overlap() -> None:
+    # Long names of points 30 layers apart on a 200-layer network, at the same
+    # height, would overlap; a point far below the others has room.
+    values = [30.0] * 200
+    values[100], values[130], values[132] = 5.0, 5.1, 20.0
+    prefix = "features.block.expand.conv."
+    text = report_page(Report(_rows(values, prefix=prefix), mode="shadow"))
+    chart = text.split("SQNR along the network")[0]
+    named = re.findall(rf">{re.escape(prefix)}(\d+)<", chart)
+    assert named[:2] == ["100", "132"] and "130" not in named
+
+
 @pytest.fixture(scope="module")
 def resnet18_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     q = torchvision_quantized("resnet18")

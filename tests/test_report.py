@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import pytest
 
@@ -120,3 +121,92 @@ def test_dataframe_without_pandas_says_how_to_install_it(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)  # makes the import fail
     with pytest.raises(fxns.FxnsError, match=r"pip install fxns\[pandas\]"):
         _report().to_dataframe()
+
+
+# --- metrics a report has, titles, alignment ------------------------------------
+
+
+def _sensitivity() -> Report:
+    def row(name: str, gain: float) -> LayerResult:
+        metrics = {"gain": gain, "sqnr_float": 20.0 + gain, "sqnr_alone": 30.0}
+        return LayerResult(name, "conv2d", (name,), (name,), metrics)
+
+    return Report([row("fc", 3.0), row("conv", 0.25)], mode="sensitivity")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.table(sort_by="sqnr"),
+        lambda r: r.sorted_rows("cosine"),
+        lambda r: r.table(metrics=["sqnr"]),
+    ],
+    ids=["sort_by", "sorted_rows", "metrics"],
+)
+def test_a_report_accepts_only_the_metrics_it_has(call) -> None:
+    with pytest.raises(
+        fxns.MetricError, match=r"this report has gain, sqnr_alone, sqnr_float$"
+    ):
+        call(_sensitivity())
+
+
+def test_a_typo_is_matched_against_the_reports_own_metrics() -> None:
+    with pytest.raises(
+        fxns.MetricError,
+        match=r"unknown metric 'gian'; did you mean 'gain'\? this report has gain, "
+        r"sqnr_alone, sqnr_float$",
+    ):
+        _sensitivity().table(sort_by="gian")
+    only_sqnr = Report([LayerResult("a", "add", ("a",), ("a",), {"sqnr": 1.0})])
+    with pytest.raises(fxns.MetricError, match=r"this report has sqnr$"):
+        only_sqnr.table(metrics=["mse"])
+
+
+def test_a_report_without_numbers_still_knows_its_kind_of_metrics() -> None:
+    row = LayerResult("fc", "linear", ("fc",), ("fc",), {}, note="not measured")
+    assert Report([row], mode="sensitivity").metric_names() == [
+        "gain",
+        "sqnr_float",
+        "sqnr_alone",
+    ]
+    assert Report([row], mode="shadow").metric_names() == list(fxns.METRICS)
+    Report([row], mode="shadow").table(sort_by="sqnr")  # no error
+
+
+def test_gain_and_sqnr_columns_have_two_decimals() -> None:
+    text = _sensitivity().table()
+    assert re.search(r"fc\s+conv2d\s+3\.00\s+23\.00\s+30\.00", text), text
+    assert re.search(r"conv\s+conv2d\s+0\.25\s+20\.25\s+30\.00", text), text
+
+
+def test_negative_top_is_an_argument_error() -> None:
+    with pytest.raises(fxns.ArgumentError, match=r"top must be a number of rows"):
+        _report().table(top=-1)
+    assert _report().sorted_rows("sqnr", top=0) == []
+
+
+def test_the_title_says_which_rows_a_table_shows() -> None:
+    r = _report()
+    assert r.table(sort_by="sqnr", top=2).splitlines()[0] == (
+        "fxns shadow comparison: 2 of 4 layers, worst first by sqnr, 3 batches"
+    )
+    assert r.table(top=3).splitlines()[0] == (
+        "fxns shadow comparison: 3 of 4 layers, 3 batches"
+    )
+    assert r.table(sort_by="mse").splitlines()[0] == (
+        "fxns shadow comparison: 4 layers, worst first by mse, 3 batches"
+    )
+    one = Report(r.rows[:1], mode="shadow", meta={"batches": 1})
+    assert one.table().splitlines()[0] == "fxns shadow comparison: 1 layer, 1 batch"
+
+
+def test_names_that_look_like_numbers_stay_text() -> None:
+    rows = [
+        LayerResult(name, "linear", (name,), (name,), {"sqnr": 20.0})
+        for name in ("0", "10", "fc")
+    ]
+    lines = Report(rows, mode="shadow").table().splitlines()
+    # Left-aligned like any name; the metric column stays numeric.
+    assert [line.split()[0] for line in lines[3:]] == ["0", "10", "fc"]
+    assert lines[3].startswith("0 ") and lines[4].startswith("10 ")
+    assert lines[3].endswith("20.00")

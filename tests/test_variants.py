@@ -194,3 +194,59 @@ def test_dataframe_has_a_column_per_variant_and_metric(variants) -> None:
     assert "all sqnr" in df.columns and "none max_abs" in df.columns
     assert math.isnan(df.loc["1", "all sqnr"])  # fused into the group read on "2"
     assert df.loc["2", "all sqnr"] == v.rows[2].value("all", "sqnr")
+
+
+def test_json_round_trip_and_the_wrong_reader_says_which_to_use(
+    variants, tmp_path: Path
+) -> None:
+    model, q, batches = variants
+    v = fxns.compare_variants(model, q, batches)
+    path = tmp_path / "variants.json"
+    v.to_json(path)
+    for source in (path, v.to_json()):
+        back = VariantReport.from_json(source)
+        assert back.to_dict() == v.to_dict()
+        assert str(back) == str(v)
+    with pytest.raises(
+        fxns.ReportError,
+        match=r"this is a VariantReport's JSON \(the comparison of variants 'all', "
+        r"'none'\); use fxns.VariantReport.from_json",
+    ):
+        fxns.Report.from_json(path)
+    with pytest.raises(
+        fxns.ReportError, match=r"this is a Report's JSON; use fxns.Report.from_json"
+    ):
+        VariantReport.from_json(v.reports["all"].to_json())
+
+
+def test_table_sorts_by_the_worst_variant_or_one_column(variants) -> None:
+    model, q, batches = variants
+    v = fxns.compare_variants(model, q, batches)
+
+    def worst(row) -> float:
+        values = [row.value(name, "sqnr") for name in v.reports]
+        return min(x for x in values if x is not None)
+
+    ranked = [r for r in v.rows if any(r.value(n, "sqnr") is not None for n in q)]
+    expected = sorted(ranked, key=worst)
+    assert [r.name for r in v.sorted_rows("sqnr")][: len(expected)] == [
+        r.name for r in expected
+    ]
+    by_none = [r.name for r in v.sorted_rows("none sqnr", top=2)]
+    assert (
+        by_none
+        == [
+            r.name
+            for r in sorted(
+                (r for r in v.rows if r.value("none", "sqnr") is not None),
+                key=lambda r: r.value("none", "sqnr"),
+            )
+        ][:2]
+    )
+    lines = v.table(sort_by="sqnr", top=3).splitlines()
+    assert lines[0].endswith(": 3 of 7 layers, worst first by sqnr, 2 batches")
+    assert len(lines) == 1 + 2 + 3 + 1  # title, header, rule, rows, legend
+    with pytest.raises(fxns.MetricError, match=r"unknown metric 'sqnr_'"):
+        v.table(sort_by="sqnr_")
+    with pytest.raises(fxns.ArgumentError, match="top must be"):
+        v.table(top=-2)
