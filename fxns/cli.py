@@ -154,7 +154,12 @@ def _run_compare(args: argparse.Namespace) -> int:
         report = compare_activations(
             loaded.float_model, quant, batches, mode=args.mode, input_fn=_input_fn(args)
         )
-    _emit_report(report, args)
+        graph = None
+        if args.format == "html":
+            from .diff import diff as graph_diff
+
+            graph = graph_diff(loaded.float_model, quant)
+    _emit_report(report, args, graph)
     return 0
 
 
@@ -171,25 +176,28 @@ def _run_weights(args: argparse.Namespace) -> int:
 
 
 def _run_diff(args: argparse.Namespace) -> int:
-    try:
-        from .diff import diff as graph_diff  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as err:
-        raise FxnsError(
-            "fxns diff is not available yet in this version (no graph diff); "
-            "`fxns compare` lists the matched pairs meanwhile"
-        ) from err
+    from .diff import diff as graph_diff
+
+    if args.format not in ("table", "markdown", "html"):
+        raise ArgumentError(
+            f"fxns diff cannot write --format {args.format}; use table, markdown "
+            "or html"
+        )
     loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args) if loaded.quantized is None else []
     with _engine(_engine_for(args.backend, loaded)):
         quant = _single_quantized(loaded, args, batches)
         result = graph_diff(loaded.float_model, quant)
-    if args.format in ("table", "markdown"):
-        text = str(result)
+    if args.format == "markdown":
+        text = result.to_markdown()
+    elif args.format == "html":
+        text = (
+            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            "<title>fxns diff</title></head><body>"
+            f"{result._repr_html_()}</body></html>\n"
+        )
     else:
-        render = getattr(result, f"to_{args.format}", None)
-        if not callable(render):
-            raise FxnsError(f"fxns diff cannot write --format {args.format}; use table")
-        text = str(render())
+        text = str(result)
     _write(text, args.output)
     return 0
 
@@ -786,7 +794,7 @@ def _variant_name(
     return backend if len(fusions) == 1 else f"{backend}/{fusion}"
 
 
-def _emit_report(report: Any, args: argparse.Namespace) -> None:
+def _emit_report(report: Any, args: argparse.Namespace, graph: Any = None) -> None:
     from .report import Report
 
     fmt = args.format
@@ -807,7 +815,7 @@ def _emit_report(report: Any, args: argparse.Namespace) -> None:
     elif fmt == "csv":
         text = report.to_csv()
     else:
-        text = report.to_html()
+        text = report.to_html(diff=graph) if graph is not None else report.to_html()
     _write(text, args.output, report.summary())
 
 

@@ -24,6 +24,7 @@ a table and :meth:`GraphDiff.to_dot` a Graphviz drawing, coloured by a
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,10 @@ class GraphDiff:
 
     def __str__(self) -> str:
         return self.text()
+
+    def _repr_html_(self) -> str:
+        """The printout as preformatted HTML (notebooks, the HTML report)."""
+        return f"<pre class='fxns-diff'>{html.escape(self.text(width=120))}</pre>"
 
     def text(self, width: int = 80) -> str:
         """The printout, at most ``width`` characters a line.

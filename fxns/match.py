@@ -105,6 +105,10 @@ _MAX_SCORED_CANDIDATES = 32
 _T = TypeVar("_T")
 
 
+# How many pairs repr(Matching) shows.
+_REPR_PAIRS = 5
+
+
 @dataclass(frozen=True)
 class Pair:
     """Float operation(s) and the quantized operation(s) that compute the same thing.
@@ -171,6 +175,18 @@ class Matching:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def __repr__(self) -> str:
+        shown = [
+            f"  {p.name} ({p.kind}): {', '.join(p.float_nodes)} ↔ "
+            f"{', '.join(p.quant_nodes)}"
+            for p in self.pairs[:_REPR_PAIRS]
+        ]
+        if len(self.pairs) > _REPR_PAIRS:
+            shown.append(f"  ... {len(self.pairs) - _REPR_PAIRS} more (matching.pairs)")
+        return "\n".join([f"<Matching: {self.summary()}>", *shown])
+
+    __str__ = __repr__
+
     def summary(self) -> str:
         """One line: how much of each side is matched.
 
@@ -221,6 +237,10 @@ def match(
         of each side with reasons. Mismatched graphs never raise; when little
         matches, a warning says so.
 
+    Raises:
+        ModelError: the float model has quantized operations and the
+            quantized one has none (the two were passed the wrong way round).
+
     Example:
         >>> import copy, torch, fxns
         >>> float_model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
@@ -240,7 +260,12 @@ def match(
         leaf_module_names=leaf_module_names,
         role="quantized model",
     )
-    return match_graphs(build_op_graph(float_gm), build_op_graph(quant_gm))
+    matching = match_graphs(build_op_graph(float_gm), build_op_graph(quant_gm))
+    # Imported here: fxns.checks builds on this module.
+    from .checks import check_direction
+
+    check_direction(matching)
+    return matching
 
 
 def match_graphs(fg: OpGraph, qg: OpGraph) -> Matching:

@@ -322,6 +322,12 @@ CASES = [
         r"the two models look swapped; pass the float model first",
     ),
     Bad(
+        "match/swapped-models",
+        lambda: fxns.match(_q(), _f()),
+        fxns.ModelError,
+        r"the two models look swapped; pass the float model first",
+    ),
+    Bad(
         "add_shadows/swapped-models",
         lambda: fxns.add_shadows(_q(), _f()),
         fxns.ModelError,

@@ -45,14 +45,6 @@ def test_docs_have_examples_of_every_command() -> None:
     )
 
 
-def _has_graph_diff() -> bool:
-    try:
-        from fxns.diff import diff  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(dict.fromkeys(_documented_commands())))
 def test_documented_command_runs(
@@ -67,10 +59,6 @@ def test_documented_command_runs(
     code = main(argv)
     out, err = capsys.readouterr()
 
-    if argv[0] == "diff" and not _has_graph_diff():
-        assert code == 2
-        assert err.count("\n") == 1 and "not available yet" in err
-        return
     assert code == 0, err
     if "--output" in argv:
         written = tmp_path / argv[argv.index("--output") + 1]
@@ -416,3 +404,23 @@ def test_a_sorted_table_says_what_it_shows(
     )
     # The row named "0" is a name: left-aligned like the others.
     assert any(line.startswith("0 ") for line in lines)
+
+
+def test_diff_writes_markdown_and_html(tmp_path: Path, capsys) -> None:
+    path = _factory_file(tmp_path, "")
+    assert main(["diff", f"{path}:net", "--input-shape", "1,3,8,8"]) == 0
+    assert "matched" in capsys.readouterr().out
+    args = ["diff", f"{path}:net", "--input-shape", "1,3,8,8", "--format"]
+    assert main([*args, "markdown"]) == 0
+    assert capsys.readouterr().out.lstrip().startswith("|")
+    assert main([*args, "html"]) == 0
+    assert "<pre class='fxns-diff'>" in capsys.readouterr().out
+    assert main([*args, "csv"]) == 2
+    assert "use table, markdown or html" in capsys.readouterr().err
+
+
+def test_compare_html_shows_the_graph_diff(tmp_path: Path, capsys) -> None:
+    path = _factory_file(tmp_path, "")
+    argv = ["compare", f"{path}:net", "--input-shape", "1,3,8,8", "--format", "html"]
+    assert main(argv) == 0
+    assert "<pre class='fxns-diff'>" in capsys.readouterr().out

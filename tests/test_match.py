@@ -353,3 +353,12 @@ def test_a_pathological_pair_finishes_with_a_warning_and_related_pairs() -> None
     assert graphs[0] is not None and graphs[1] is not None
     for f, q in m.op_pairs.items():
         assert graphs[0].nodes[f].label == graphs[1].nodes[q].label
+
+
+def test_matching_prints_its_summary_and_first_pairs() -> None:
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(8)]).eval()
+    m = fxns.match(model, copy.deepcopy(model))
+    lines = repr(m).splitlines()
+    assert lines[0] == f"<Matching: {m.summary()}>"
+    assert len(lines) == 7 and lines[-1] == "  ... 3 more (matching.pairs)"
+    assert str(m) == repr(m)
