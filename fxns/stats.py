@@ -231,9 +231,6 @@ def metrics_from_sums(
         cosine = 1.0
     elif ff == 0.0 or qq == 0.0:
         cosine = 0.0
-    elif dd == 0.0:
-        # Identical values: exactly 1, whatever the rounding of the sums.
-        cosine = 1.0
     else:
         # Rounding can push |cos| a hair past 1 for identical tensors.
         cosine = max(-1.0, min(1.0, fq / (math.sqrt(ff) * math.sqrt(qq))))
