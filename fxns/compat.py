@@ -555,7 +555,10 @@ def compare_model_outputs(
         module order. ``<layer>`` is the float layer's name: its module path,
         ``:<k>`` added for the k-th call of a module called several times.
         Outputs are whole batches (tuples for LSTMs, as the modules return
-        them); quantized ones are quantized tensors.
+        them); quantized ones are quantized tensors, except where the
+        quantized layer computes in float (dynamic quantization) or its
+        unobserved output is read at the ``DeQuantize`` it feeds (a
+        ``mul_scalar`` just before the ``DeQuantStub``): then dequantized.
 
     Raises:
         ModelError: a model is not an ``nn.Module`` or cannot be copied.

@@ -87,25 +87,74 @@ def _same_result(theirs: dict[str, Any], ours: dict[str, Any], keys: list[str]) 
 # --- the public surface ---------------------------------------------------------------
 
 
+def _default(param: inspect.Parameter) -> Any:
+    """A parameter's default, an eager logger class read as its fxns twin's name."""
+    default = param.default
+    if inspect.isclass(default) and issubclass(default, eager.Logger):
+        return ("logger class", default.__name__)
+    if inspect.isclass(default) and issubclass(default, ns.Logger):
+        return ("logger class", default.__name__)
+    return default
+
+
+def _assert_compatible(theirs: Callable[..., Any], ours: Callable[..., Any]) -> None:
+    """The same parameters in the same order with the same defaults; fxns only
+    adds keyword-only ones after them. A ``*args`` may be named differently
+    (it cannot be passed by name)."""
+    their_params = list(inspect.signature(theirs).parameters.values())
+    our_params = list(inspect.signature(ours).parameters.values())
+    assert len(our_params) >= len(their_params), ours
+
+    def shown(p: inspect.Parameter) -> tuple[Any, ...]:
+        name = "*" if p.kind is inspect.Parameter.VAR_POSITIONAL else p.name
+        return (name, p.kind, _default(p))
+
+    assert [shown(p) for p in their_params] == [
+        shown(p) for p in our_params[: len(their_params)]
+    ], ours
+    for extra in our_params[len(their_params) :]:
+        assert extra.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.VAR_KEYWORD,
+        ), (ours, extra)
+
+
 def test_every_eager_name_is_there_with_a_compatible_signature() -> None:
+    assert set(dir(eager)) >= set(ns.__all__)
+    public = {
+        name
+        for name, value in vars(eager).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", None) == eager.__name__
+    }
+    assert public == set(ns.__all__)
     for name in ns.__all__:
         theirs, ours = getattr(eager, name), getattr(ns, name)
-        if inspect.isclass(theirs):
-            for method in ("forward", "add", "add_scalar", "mul", "mul_scalar"):
-                if hasattr(theirs, method):
-                    assert hasattr(ours, method), (name, method)
-            assert issubclass(ours, nn.Module)
+        if not inspect.isclass(theirs):
+            _assert_compatible(theirs, ours)
             continue
-        their_params = list(inspect.signature(theirs).parameters.values())
-        our_params = list(inspect.signature(ours).parameters.values())
-        # The same parameters in the same order; fxns only adds keyword-only
-        # ones after them.
-        assert [(p.name, p.kind) for p in their_params] == [
-            (p.name, p.kind) for p in our_params[: len(their_params)]
-        ], name
-        for extra in our_params[len(their_params) :]:
-            assert extra.kind is inspect.Parameter.KEYWORD_ONLY, (name, extra)
-    assert set(dir(eager)) >= set(ns.__all__)
+        assert issubclass(ours, nn.Module)
+        # The eager class hierarchy: every logger is a Logger.
+        if issubclass(theirs, eager.Logger):
+            assert issubclass(ours, ns.Logger), name
+        for method in ("__init__", *(m for m in vars(theirs) if not m.startswith("_"))):
+            _assert_compatible(getattr(theirs, method), getattr(ours, method))
+    for method in ("add", "add_scalar", "mul", "mul_scalar", "cat", "add_relu"):
+        assert method in vars(eager.Shadow), method
+    # The attributes code written for the eager Shadow reads.
+    shadow = ns.Shadow(nn.Identity(), nn.Identity(), ns.ShadowLogger)
+    for attr in ("orig_module", "shadow_module", "dequant", "logger"):
+        assert hasattr(shadow, attr), attr
+    assert ns.Logger().dtype == eager.Logger().dtype
+    assert (
+        ns.ShadowLogger().stats
+        == eager.ShadowLogger().stats
+        == {
+            "float": [],
+            "quantized": [],
+        }
+    )
+    assert ns.OutputLogger().stats == eager.OutputLogger().stats == {"tensor_val": []}
 
 
 # --- weights --------------------------------------------------------------------------
@@ -328,13 +377,24 @@ def test_case_16_calls_leave_the_models_alone_and_stand_alone() -> None:
         eager.compare_model_outputs(f_eager, q_eager, x2)
     assert any(isinstance(m, eager.OutputLogger) for m in f_eager.modules())
     assert len(r1["b1.fc.stats"]["float"]) == 2
+    # Its compare_model_stub leaves Shadows in the caller's quantized model;
+    # a second call shadows the shadows, and the first result grows too.
+    q_eager = copy.deepcopy(quant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s1 = eager.compare_model_stub(copy.deepcopy(model), q_eager, {nn.Linear}, x1)
+        s2 = eager.compare_model_stub(copy.deepcopy(model), q_eager, {nn.Linear}, x2)
+    assert isinstance(q_eager.b1.fc, eager.Shadow)
+    assert isinstance(q_eager.b1.fc.orig_module, eager.Shadow)
+    assert len(s1["b1.fc.stats"]["float"]) == 2
+    assert "b1.fc.orig_module.stats" in s2
 
     check_float, check_quant = snapshot(model), snapshot(quant)
     first = ns.compare_model_outputs(model, quant, x1)
     kept = {k: [t.clone() for t in v["float"]] for k, v in first.items()}
     second = ns.compare_model_outputs(model, quant, x2)
     stub = ns.compare_model_stub(model, quant, {nn.Linear}, x1)
-    ns.compare_model_stub(model, quant, {nn.Linear}, x2)
+    stub_2 = ns.compare_model_stub(model, quant, {nn.Linear}, x2)
     check_float()
     check_quant()
 
@@ -349,7 +409,21 @@ def test_case_16_calls_leave_the_models_alone_and_stand_alone() -> None:
             assert torch.equal(result["b1.fc.stats"]["float"][0], f1)
             assert torch.equal(result["b2.fc.stats"]["float"][0], model.b2(f1))
             assert _equal(result["b2.fc.stats"]["quantized"][0], quant.b2(q1))
-    assert [len(v["float"]) for v in stub.values()] == [1, 1]
+    # Each stub result holds its own call's values only, the float layer on
+    # the dequantized input of its int8 twin, computed here by hand.
+    assert list(stub) == list(stub_2) == ["b1.fc.stats", "b2.fc.stats"]
+    for x, result in ((x1, stub), (x2, stub_2)):
+        with torch.no_grad():
+            q_in = quant.quant(x)
+            q1 = quant.b1.fc(q_in)
+            local = {
+                "b1.fc.stats": (model.b1.fc(q_in.dequantize()), q1),
+                "b2.fc.stats": (model.b2.fc(q1.dequantize()), quant.b2.fc(q1)),
+            }
+        for key, (f_out, q_out) in local.items():
+            assert len(result[key]["float"]) == len(result[key]["quantized"]) == 1
+            assert torch.equal(result[key]["float"][0], f_out), key
+            assert _equal(result[key]["quantized"][0], q_out), key
 
 
 # --- shadows --------------------------------------------------------------------------
@@ -509,6 +583,67 @@ def test_each_call_of_a_shared_float_functional_is_its_own_entry() -> None:
     for site in observed:
         assert torch.equal(ours[f"{site}.stats"]["float"][0], f[site]), site
         assert _equal(ours[f"{site}.stats"]["quantized"][0], q[site]), site
+
+
+class Residual(nn.Module):
+    """``add_relu`` and ``mul_scalar`` of FloatFunctionals, the last one
+    unobserved and read by the ``DeQuantStub`` after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = tq.QuantStub()
+        self.fc = nn.Linear(6, 6)
+        self.skip = nnq.FloatFunctional()
+        self.scale = nnq.FloatFunctional()
+        self.dequant = tq.DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant(x)
+        y = self.skip.add_relu(self.fc(x), x)
+        return self.dequant(self.scale.mul_scalar(y, 0.5))
+
+
+def test_shadow_add_relu_and_mul_scalar_agree_and_log_the_whole_batch() -> None:
+    torch.manual_seed(0)
+    model = Residual().eval()
+    quant = _quantize(model, [torch.randn(8, 6)])
+    swap = {nnq.FloatFunctional}
+    for batch in (1, 3):
+        x = torch.randn(batch, 6)
+        theirs, ours = _both(ns.compare_model_stub, model, quant, swap, x)
+        assert list(ours) == list(theirs) == ["skip.stats", "scale.stats"]
+        with torch.no_grad():
+            q_in = quant.quant(x)
+            q_fc = quant.fc(q_in)
+            q_skip = quant.skip.add_relu(q_fc, q_in)
+            q_scale = quant.scale.mul_scalar(q_skip, 0.5)
+        # Each float op on the dequantized inputs of its int8 twin.
+        local = {
+            "skip.stats": (torch.relu(q_fc.dequantize() + q_in.dequantize()), q_skip),
+            "scale.stats": (q_skip.dequantize() * 0.5, q_scale),
+        }
+        for key, (f_out, q_out) in local.items():
+            assert torch.equal(ours[key]["float"][0], f_out), key
+            assert _equal(ours[key]["quantized"][0], q_out), key
+            if batch == 1:
+                # A batch of one: the eager suite logs all of it, and agrees.
+                _same_result(theirs, ours, [key])
+            else:
+                # A larger batch: the eager suite keeps the first sample only.
+                assert torch.equal(theirs[key]["float"][0], f_out[0]), key
+                assert _equal(theirs[key]["quantized"][0], q_out[0]), key
+
+    # Outputs: the same entries where the eager suite has one; the
+    # unobserved mul_scalar is read at the DeQuantStub that follows it, so
+    # its quantized value comes dequantized.
+    theirs, ours = _both(ns.compare_model_outputs, model, quant, x)
+    assert list(theirs) == ["quant.stats", "fc.stats", "skip.stats"]
+    assert list(ours) == [*theirs, "scale.stats"]
+    _same_result(theirs, ours, list(theirs))
+    with torch.no_grad():
+        f_skip = model.skip.add_relu(model.fc(x), x)
+    assert torch.equal(ours["scale.stats"]["float"][0], f_skip * 0.5)
+    assert torch.equal(ours["scale.stats"]["quantized"][0], q_scale.dequantize())
 
 
 def test_torchvision_eager_resnet18_agrees_where_the_eager_suite_is_right() -> None:
