@@ -60,7 +60,9 @@ from torch import fx, nn
 
 from .checks import check_float
 from .compare import (
+    CONVERT_BATCHES,
     _check_input_fn,
+    _describe,
     _eval_model,
     _first_line,
     _meta,
@@ -360,8 +362,10 @@ class _Quantizer:
                     prepared(*args)
                 except Exception as err:
                     raise DataError(
-                        f"calibration batch {index} does not fit the float model: "
-                        f"{type(err).__name__}: {_first_line(err)}"
+                        f"calibration batch {index} ({_describe(args)}) does not "
+                        f"fit the float model: {type(err).__name__}: "
+                        f"{_first_line(err)}. Give batches of the shape and dtype "
+                        f"the model takes, {CONVERT_BATCHES}"
                     ) from err
         self.runs += len(self.calibration)
         self.calibrations += 1

@@ -651,6 +651,47 @@ CASES = [
         fxns.ReportError,
         r"a row of this report is malformed \(KeyError: 'kind'\)",
     ),
+    # --- entry points the sections above do not reach ---------------------
+    Bad(
+        "diff/float-not-a-module",
+        lambda: fxns.diff({"weight": 1}, _q()),
+        fxns.ModelError,
+        r"float model must be a torch.nn.Module, got dict; pass the model object",
+    ),
+    Bad(
+        "diff/quant-is-a-path",
+        lambda: fxns.diff(_f(), "quant.pt"),
+        fxns.ModelError,
+        r"quantized model must be a torch.nn.Module, got str",
+    ),
+    Bad(
+        "sensitivity/state-dict",
+        lambda: fxns.sensitivity(_f().state_dict(), [_x()]),
+        fxns.ModelError,
+        r"float model must be a torch.nn.Module, got OrderedDict; .*not its "
+        r"state_dict",
+    ),
+    Bad(
+        "sensitivity/empty-list",
+        lambda: fxns.sensitivity(_f(), []),
+        fxns.DataError,
+        r"data is empty: give at least one batch",
+    ),
+    Bad(
+        "sensitivity/wrong-shape",
+        lambda: fxns.sensitivity(_f(), [torch.randn(2, 3, 5, 5)]),
+        fxns.DataError,
+        r"calibration batch 0 \(Tensor\[2, 3, 5, 5\] float32\) does not fit the "
+        r"float model: RuntimeError: mat1 and mat2 .*Give batches of the shape and "
+        r"dtype the model takes, or pass input_fn=",
+    ),
+    Bad(
+        "compare_variants/wrong-shape",
+        lambda: fxns.compare_variants(_f(), {"x86": _q()}, [torch.randn(2, 3, 5, 5)]),
+        fxns.DataError,
+        r"batch 0 \(Tensor\[2, 3, 5, 5\] float32\) does not fit the float model: "
+        r"its module '4' \(Linear\)",
+    ),
 ]
 
 

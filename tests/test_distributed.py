@@ -3,6 +3,21 @@
 The test spawns two processes (``torch.multiprocessing.spawn``) that form a
 ``gloo`` group on 127.0.0.1, each comparing its own half of the batches; every
 process's report must equal the report of one process on all of them.
+
+Teardown is where multi-process tests go flaky, so the group is set up and
+taken down with care:
+
+- the rendezvous store (a ``TCPStore``) is created here, in the test process,
+  on a port the system picks and keeps bound: no port is chosen, released and
+  then bound again by someone else, and the store outlives both workers, so
+  the first one to leave cannot take it away from the other;
+- each worker meets the other at a barrier before ``destroy_process_group``,
+  so neither tears down while the other is still in a collective;
+- each worker then ends with ``os._exit``: its results are on disk and its
+  group destroyed, and skipping interpreter finalization avoids the race
+  between gloo's threads and the interpreter's teardown that aborts a
+  process with "terminate called without an active exception" (SIGABRT;
+  see pytorch/pytorch#179291).
 """
 
 from __future__ import annotations
@@ -10,7 +25,8 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-import socket
+import os
+import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -93,13 +109,21 @@ SPLITS = ("halves", "one-empty")
 
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
+    store = dist.TCPStore(
+        "127.0.0.1",
+        port,
+        WORLD,
+        is_master=False,
+        timeout=datetime.timedelta(seconds=120),
+    )
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        store=store,
         rank=rank,
         world_size=WORLD,
         timeout=datetime.timedelta(seconds=120),
     )
+    code = 1
     try:
         for split in SPLITS:
             for name, report in _reports(_share(rank, split)).items():
@@ -115,24 +139,42 @@ def _worker(rank: int, port: int, out: str) -> None:
             fxns.compare_activations(model, quant, batches)
         except Exception as err:
             Path(out, f"error-{rank}.txt").write_text(f"{type(err).__name__}: {err}")
-    except Exception:
+        # Both processes are done with every collective before either one
+        # takes the group down.
+        dist.barrier()
+        code = 0
+    except BaseException:
         Path(out, f"crash-{rank}.txt").write_text(traceback.format_exc())
-        raise
     finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            dist.destroy_process_group()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the two processes wrote: one spawn for every test here."""
     out = tmp_path_factory.mktemp("distributed")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    # The store lives here, on a port the system picked and this process
+    # keeps, until both workers have left.
+    store = dist.TCPStore(
+        "127.0.0.1",
+        0,
+        None,
+        is_master=True,
+        wait_for_workers=False,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    try:
+        mp.spawn(_worker, args=(store.port, str(out)), nprocs=WORLD, join=True)
+    except Exception as err:
+        crashes = "\n".join(p.read_text() for p in sorted(out.glob("crash-*.txt")))
+        pytest.fail(f"a worker failed: {err}\n{crashes}")
+    finally:
+        del store
     return out
 
 

@@ -111,6 +111,7 @@ def _run_shadows(f: nn.Module, q: nn.Module, data: Any, input_fn: Any) -> Report
 
 CALLS: dict[str, Callable[[nn.Module, nn.Module, Any, Any], Any]] = {
     "match": lambda f, q, data, fn: fxns.match(f, q),
+    "diff": lambda f, q, data, fn: fxns.diff(f, q),
     "compare_weights": lambda f, q, data, fn: fxns.compare_weights(f, q),
     "shadow": lambda f, q, data, fn: fxns.compare_activations(
         f, q, data, mode="shadow", input_fn=fn
@@ -223,6 +224,8 @@ def _as_data(result: Any) -> Any:
         return result.to_dict()
     if isinstance(result, fxns.VariantReport):
         return {k: r.to_dict() for k, r in result.reports.items()}
+    if isinstance(result, fxns.GraphDiff):
+        return str(result)
     assert isinstance(result, fxns.Matching)
     return [(p.name, p.kind, p.float_nodes, p.quant_nodes) for p in result.pairs]
 
@@ -263,3 +266,37 @@ def test_an_interrupted_run_leaves_the_user_free_to_run_again() -> None:
         )
     report = fxns.compare_activations(float_model, quant_model, torch.randn(4, 8))
     assert report.meta["batches"] == 1 and all(r.metrics for r in report.rows)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_sensitivity_leaves_the_float_model_alone_however_it_ends(fault: str) -> None:
+    # sensitivity is too slow for the property test above (it quantizes the
+    # model once per layer), so its ways of ending are checked here, on one
+    # layer.
+    float_model = _net()
+    check = snapshot(float_model)
+    before = _global_state()
+    data = Data(2, fault, 1)
+    expected = {
+        "none": None,
+        "bad-batch": fxns.DataError,
+        "interrupt-in-data": KeyboardInterrupt,
+        "interrupt-in-input-fn": KeyboardInterrupt,
+    }[fault]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if expected is None:
+            first = fxns.sensitivity(float_model, data.batches(), layers=["b2.fc"])
+            second = fxns.sensitivity(float_model, data.batches(), layers=["b2.fc"])
+            assert first.to_dict() == second.to_dict()
+            assert first is not second and first.rows[0] is not second.rows[0]
+        else:
+            with pytest.raises(expected):
+                fxns.sensitivity(
+                    float_model,
+                    data.batches(),
+                    layers=["b2.fc"],
+                    input_fn=data.input_fn(),
+                )
+    check()
+    assert _global_state() == before

@@ -250,3 +250,70 @@ def test_table_sorts_by_the_worst_variant_or_one_column(variants) -> None:
         v.table(sort_by="sqnr_")
     with pytest.raises(fxns.ArgumentError, match="top must be"):
         v.table(top=-2)
+
+
+def _quantized_on(model: nn.Module, batches: list[torch.Tensor], backend: str):
+    """``model`` FX-quantized for ``backend``, converted on its own engine."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = backend
+    try:
+        return quantize_fx(model, batches, backend)
+    finally:
+        torch.backends.quantized.engine = before
+
+
+@pytest.mark.skipif(
+    not {"x86", "qnnpack"} <= set(torch.backends.quantized.supported_engines),
+    reason="needs the x86 and qnnpack quantized engines",
+)
+def test_variants_of_different_backends_and_qconfigs_in_one_run(
+    variants, tmp_path: Path, capsys
+) -> None:
+    model, _, batches = variants
+    # x86 and qnnpack quantize with different qconfigs (x86 reduces the
+    # range of activations, qnnpack does not), so their numbers differ.
+    q = {b: _quantized_on(model, batches, b) for b in ("x86", "qnnpack")}
+    v = fxns.compare_variants(model, q, batches)
+    assert list(v.reports) == ["x86", "qnnpack"]
+    assert str(v).splitlines()[1].split() == [
+        "name",
+        "kind",
+        "x86",
+        "sqnr",
+        "qnnpack",
+        "sqnr",
+    ]
+    # Each column is that variant's own comparison, run on its own engine.
+    before = torch.backends.quantized.engine
+    try:
+        for backend, quant in q.items():
+            torch.backends.quantized.engine = backend
+            alone = fxns.compare_activations(model, quant, batches, mode="propagated")
+            assert v.reports[backend].names == alone.names
+            for row in alone.rows:
+                assert v.reports[backend][row.name].metrics == pytest.approx(
+                    row.metrics, rel=1e-6
+                ), (backend, row.name)
+    finally:
+        torch.backends.quantized.engine = before
+    last = v.rows[-1]
+    assert last.value("x86", "sqnr") != last.value("qnnpack", "sqnr")
+
+    # The command line quantizes one variant per --backend, on its engine.
+    path = tmp_path / "factory.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def net():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),\n"
+        "                         nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()\n",
+        encoding="utf-8",
+    )
+    from fxns.cli import main
+
+    argv = ["variants", f"{path}:net", "--input-shape", "2,3,8,8", "--batches", "2"]
+    assert main([*argv, "--backend", "x86", "--backend", "qnnpack"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("name"))
+    assert header.split() == ["name", "kind", "x86", "sqnr", "qnnpack", "sqnr"]
+    assert torch.backends.quantized.engine == before
