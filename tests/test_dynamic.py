@@ -126,19 +126,34 @@ def test_recurrent_output_and_states_each_get_a_row(
     assert shadow.names == propagated.names == ["pre", *rows, "fc"]
 
     f_rnn, q_rnn = model.rnn, quant.get_submodule("rnn")
+    q_pre, q_fc = quant.get_submodule("pre"), quant.get_submodule("fc")
     expect_shadow = [Sums() for _ in rows]
     expect_propagated = [Sums() for _ in rows]
+    linears = {name: (Sums(), Sums()) for name in ("pre", "fc")}  # shadow, propagated
     for x, state in batches:
         # An absent state is zeros on both sides, in both modes.
         args = (state,) if with_state else ()
         with torch.no_grad():
-            f_in, q_in = model.pre(x), quant.get_submodule("pre")(x)
-            q_out = _flatten(q_rnn(q_in, *args))
+            f_in, q_in = model.pre(x), q_pre(x)
+            q_all = q_rnn(q_in, *args)
+            q_out = _flatten(q_all)
             local = _flatten(f_rnn(q_in, *args))
             upstream = _flatten(f_rnn(f_in, *args))
+            q_y = q_fc(q_all[0])
+            linears["pre"][0].add(f_in, q_in)  # the first layer: both modes alike
+            linears["pre"][1].add(f_in, q_in)
+            linears["fc"][0].add(model.fc(q_all[0]), q_y)
+            linears["fc"][1].add(model.fc(upstream[0]), q_y)
         for i in range(len(rows)):
             expect_shadow[i].add(local[i], q_out[i])
             expect_propagated[i].add(upstream[i], q_out[i])
+    for name, (local_sums, upstream_sums) in linears.items():
+        assert shadow[name].metrics["sqnr"] == pytest.approx(
+            local_sums.sqnr(), abs=0.01
+        ), name
+        assert propagated[name].metrics["sqnr"] == pytest.approx(
+            upstream_sums.sqnr(), abs=0.01
+        ), name
     for i, name in enumerate(rows):
         assert shadow[name].metrics["sqnr"] == pytest.approx(
             expect_shadow[i].sqnr(), abs=0.01
@@ -149,10 +164,19 @@ def test_recurrent_output_and_states_each_get_a_row(
         assert shadow[name].metrics["sqnr"] > 30, name
 
     weights = fxns.compare_weights(model, quant)
-    assert [r.name for r in weights.rows if r.name.startswith("rnn.")] == [
-        f"rnn.{n}" for n, _ in f_rnn.named_parameters() if n.startswith("weight")
-    ]
-    assert all(r.metrics["sqnr"] > 40 for r in weights.rows), weights
+    names = [n for n, _ in f_rnn.named_parameters() if n.startswith("weight")]
+    assert len(names) == 8  # ih and hh, for 2 layers and 2 directions
+    assert weights.names == ["pre", *(f"rnn.{n}" for n in names), "fc"]
+    # Each float weight against its own int8 weight, as torch hands it out.
+    quant_weights = q_rnn.get_weight()
+    expected = {f"rnn.{n}": (getattr(f_rnn, n), quant_weights[n]) for n in names}
+    expected["pre"] = (model.pre.weight, q_pre.weight())
+    expected["fc"] = (model.fc.weight, q_fc.weight())
+    for name, (f_weight, q_weight) in expected.items():
+        sums = Sums()
+        sums.add(f_weight, q_weight)
+        assert weights[name].metrics["sqnr"] == pytest.approx(sums.sqnr(), abs=0.01)
+        assert weights[name].metrics["sqnr"] > 40, name
 
 
 class SeqModel(nn.Module):

@@ -14,6 +14,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -85,6 +86,17 @@ def test_case_05_unfused_float_conv_bn_relu_pairs_with_fused_int8() -> None:
     weight = fxns.compare_weights(float_model, quant)["conv"]
     assert weight.note == "float weight with batch_norm folded in"
     assert weight.metrics["sqnr"] > 35
+
+    # The fused float model (where the eager suite found nothing) pairs too,
+    # and measures the same block.
+    fused_float = tq.fuse_modules(copy.deepcopy(float_model), [["conv", "bn", "relu"]])
+    m = fxns.match(fused_float, quant)
+    assert [(p.name, p.float_ops, p.quant_ops) for p in m.pairs] == [
+        ("conv", ("nni.ConvReLU2d",), ("nniq.ConvReLU2d",))
+    ]
+    assert m.unmatched_float == m.unmatched_quant == ()
+    row = fxns.compare_activations(fused_float, quant, x)["conv"]
+    assert row.metrics["sqnr"] == pytest.approx(sums.sqnr(), abs=0.01)
 
 
 class Functional(nn.Module):
@@ -187,8 +199,16 @@ def test_float_functional_rows_against_a_replay_of_the_modules() -> None:
             expect_shadow[name].add(local[name], qv[name])
             expect_propagated[name].add(fv[name], qv[name])
 
+    shared = "one of 4 calls of 'ff', which share one output scale and zero point"
     for report, expected in ((shadow, expect_shadow), (propagated, expect_propagated)):
         assert report.names == ROWS
+        # The row says when its call site shares quantization parameters.
+        assert [r.name for r in report.rows if r.note == shared] == [
+            "ff",
+            "ff:1",
+            "ff:2",
+            "ff:5",
+        ]
         for name in ROWS:
             _assert_sqnr(report[name].metrics["sqnr"], expected[name].sqnr(), name)
 
@@ -244,6 +264,7 @@ def test_torchvision_eager_model_matches_and_measures_right(name: str) -> None:
     m = fxns.match(e.float_model, e.quant_model)
     assert m.unmatched_float == m.unmatched_quant == ()
     assert unaccounted_nodes(m) == []
+    _assert_pairs_join_the_same_modules(e, m)
     # Each FloatFunctional call site is a row named after its module.
     called = _called_functionals(e.quant_model, e.batch)
     names = {p.name for p in m.pairs}
@@ -264,6 +285,82 @@ def test_torchvision_eager_model_matches_and_measures_right(name: str) -> None:
     assert shadow.names == report.names
     for row in shadow.rows:
         assert row.note == "" and row.metrics["sqnr"] > 0, (row.name, row.note)
+    _assert_shadow_rows_are_local(e, shadow, q_acts)
+
+
+def _assert_pairs_join_the_same_modules(e: Eager, m: fxns.Matching) -> None:
+    """Each pair joins the same code on both sides, read from torch's own
+    record of which module each traced node ran in, not from fxns."""
+    f_nodes = {n.name: n for n in torch.fx.symbolic_trace(e.float_model).graph.nodes}
+    q_nodes = {n.name: n for n in torch.fx.symbolic_trace(e.quant_model).graph.nodes}
+    for p in m.pairs:
+        f_paths = {_module_path(f_nodes[n]) for n in p.float_nodes}
+        q_paths = {_module_path(q_nodes[n]) for n in p.quant_nodes}
+        # A fused int8 module keeps the name of the first float module it fused.
+        assert q_paths <= f_paths, (p.name, f_paths, q_paths)
+        for n in p.quant_nodes:
+            if q_nodes[n].op == "call_module":
+                assert q_nodes[n].target == f_nodes[p.float_nodes[0]].target, p.name
+
+
+def _assert_shadow_rows_are_local(
+    e: Eager, shadow: fxns.Report, q_acts: dict[str, Any]
+) -> None:
+    """Shadow rows against the float modules (or the float op of a
+    FloatFunctional call) run by hand on the int8 layer's dequantized input."""
+    f_nodes = {n.name: n for n in torch.fx.symbolic_trace(e.float_model).graph.nodes}
+    q_nodes = {n.name: n for n in torch.fx.symbolic_trace(e.quant_model).graph.nodes}
+
+    def dq(arg: object) -> torch.Tensor:
+        assert isinstance(arg, torch.fx.Node)
+        t = q_acts[arg.name]
+        return t.dequantize() if t.is_quantized else t
+
+    binary = {
+        "add": lambda a, b: a + b,
+        "add+relu": lambda a, b: torch.relu(a + b),
+        "mul": lambda a, b: a * b,
+    }
+    checked: dict[str, int] = {}
+    for row in shadow.rows:
+        q = q_nodes[row.quant_nodes[-1]]
+        floats = [f_nodes[n] for n in row.float_nodes]
+        with torch.no_grad():
+            if len(row.quant_nodes) == 1 and all(
+                n.op == "call_module" for n in (q, *floats)
+            ):
+                local = dq(q.args[0])
+                for n in floats:
+                    local = e.float_model.get_submodule(str(n.target))(local)
+            elif row.kind in binary:
+                local = binary[row.kind](dq(q.args[0]), dq(q.args[1]))
+            elif row.kind == "cat":
+                dim = q.kwargs.get("dim", q.args[1] if len(q.args) > 1 else 0)
+                parts = q.args[0]
+                assert isinstance(parts, list | tuple)
+                local = torch.cat([dq(a) for a in parts], dim)
+            else:
+                continue  # reshapes and selections: exact, and checked above
+        sums = Sums()
+        sums.add(local, q_acts[q.name])
+        _assert_sqnr(row.metrics["sqnr"], sums.sqnr(), row.name)
+        kind = row.kind.split("+")[0]
+        checked[kind] = checked.get(kind, 0) + 1
+    # Every conv and every FloatFunctional call of the model was checked.
+    assert checked.get("conv2d", 0) > 10, checked
+    for kind in ("add", "mul", "cat"):
+        calls = sum(
+            str(n.target).startswith(f"quantized.{kind}") for n in q_nodes.values()
+        )
+        assert checked.get(kind, 0) == calls, (kind, checked, calls)
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    """The innermost module a traced node ran in: its target for a module
+    call, else the last entry of the ``nn_module_stack`` torch.fx records."""
+    if node.op == "call_module":
+        return str(node.target)
+    return list(node.meta.get("nn_module_stack", {"": None}))[-1]
 
 
 def _element(value: object, row_name: str) -> torch.Tensor:

@@ -140,6 +140,9 @@ def test_embedding_bag_weights_and_outputs(flow: str, bits: int) -> None:
     )
     model, quant = _bags_quantized(flow, qconfig)
     batches = [_bag_batch(1), _bag_batch(2)]
+    m = fxns.match(model, quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    assert unaccounted_nodes(m) == []
 
     weights = fxns.compare_weights(model, quant)
     assert weights.names == ["bag", "emb", "fc"]

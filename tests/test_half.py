@@ -52,6 +52,9 @@ def test_fp16_dynamic_quantization_is_compared(flow: str) -> None:
             )
             quant = convert_fx(prepare_fx(copy.deepcopy(model), mapping, (x,)))
 
+    m = fxns.match(model, quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    assert unaccounted_nodes(m) == []
     report = fxns.compare_activations(model, quant, x, mode="propagated")
     names = ["pre", "lstm[output]", "lstm[h_n]", "lstm[c_n]", "fc"]
     assert report.names == names

@@ -124,6 +124,9 @@ def test_eager_float_head_reads_as_identical() -> None:
             quant(x)
         tq.convert(quant, inplace=True)
 
+    m = fxns.match(model, quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    assert unaccounted_nodes(m) == []
     shadow = fxns.compare_activations(model, quant, batches)
     assert shadow.names == ["conv", "head.0", "head.1", "out"]
     for name in ("head.0", "head.1"):

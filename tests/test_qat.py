@@ -117,6 +117,7 @@ def test_qat_converted_model_against_the_float_model(qat: tuple) -> None:
     m = fxns.match(model, converted)
     assert m["conv"].quant_ops == ("nniq.ConvReLU2d",)
     assert m.unmatched_float == m.unmatched_quant == ()
+    assert unaccounted_nodes(m) == []
     report = fxns.compare_activations(model, converted, batches, mode="propagated")
     sums = {row.name: Sums() for row in report.rows}
     for x in batches:

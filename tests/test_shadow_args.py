@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fxns
@@ -117,4 +118,59 @@ def test_cases_02_03_shadow_gets_dequantized_tensors_and_original_scalars(
         expected.add(local, q_acts[row.quant_nodes[-1]])
     assert row.metrics["sqnr"] == pytest.approx(expected.sqnr(), abs=0.01)
     assert row.metrics["sqnr"] > 20
+    assert unaccounted_nodes(fxns.match(model, quant)) == []
+
+
+class Function(nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+FUNCTIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
+    # name: (function, its row), with None, keyword and scalar arguments
+    "clamp_none_min": (lambda x: torch.clamp(x, None, 0.5), "clamp"),
+    "clamp_none_max": (lambda x: torch.clamp(x, min=-0.5, max=None), "clamp"),
+    "layer_norm_no_affine": (
+        lambda x: F.layer_norm(x, (8,), None, None, 1e-5),
+        "layer_norm",
+    ),
+    "elu_alpha": (lambda x: F.elu(x, 0.5), "elu"),
+    "softmax_dim": (lambda x: F.softmax(x, -1), "softmax"),
+    "hardtanh_bounds": (lambda x: F.hardtanh(x, -0.5, 0.5), "hardtanh"),
+    "leaky_relu_slope": (lambda x: F.leaky_relu(x, 0.2), "leaky_relu"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUNCTIONS))
+def test_functional_ops_shadow_keeps_none_and_scalar_arguments(case: str) -> None:
+    fn, row_name = FUNCTIONS[case]
+    torch.manual_seed(0)
+    model = LinearOpLinear(Function(fn)).eval()
+    quant = quantize_module(model, torch.randn(4, 8), n=3)
+    batches = [torch.randn(4, 8) for _ in range(2)]
+
+    report = fxns.compare_activations(model, quant, batches, mode="shadow")
+    assert report.names == ["a", row_name, "b"], report
+    assert all(row.note == "" for row in report.rows), report
+    row = report[row_name]
+
+    # The function by hand, with its own arguments, on the input the
+    # quantized model's op received, dequantized.
+    expected = Sums()
+    nodes = {n.name: n for n in quant.graph.nodes}
+    for x in batches:
+        q_acts = activations(quant, x)
+        q_in = q_acts[nodes[row.quant_nodes[0]].args[0].name]
+        with torch.no_grad():
+            local = fn(q_in.dequantize() if q_in.is_quantized else q_in)
+        expected.add(local, q_acts[row.quant_nodes[-1]])
+    if expected.dd == 0:  # computed in float on the quantized side too
+        assert row.metrics["sqnr"] == float("inf")
+    else:
+        assert row.metrics["sqnr"] == pytest.approx(expected.sqnr(), abs=0.01)
+        assert row.metrics["sqnr"] > 20
     assert unaccounted_nodes(fxns.match(model, quant)) == []
