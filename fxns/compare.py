@@ -728,11 +728,15 @@ def report_from(
     notes = {name: probe.error for name, probe in inst.probes.items() if probe.error}
     if batches is None:
         batches = max((s.batches for s in stats.values()), default=0)
+    if inst.input_check is not None:
+        # Not a pair: merged across processes with the others, read below.
+        stats[_INPUTS_KEY] = inst.input_check.stats
     processes = 1
     if group is not None:
         info = check_in(group, [p.name for p in inst.pairs], notes, batches)
         notes, batches, processes = info.notes, sum(info.batches), len(info.batches)
         stats = reduce_stats(stats, group)
+    inputs = stats.pop(_INPUTS_KEY, None)
     if batches == 0 and (require_batches or group is not None) and stats:
         raise DataError(
             EMPTY_DATA if not require_batches else _nothing_compared(inst, notes)
@@ -770,7 +774,21 @@ def report_from(
     _warn_nonfinite(rows)
     meta = _meta(inst.matching, batches, rows)
     meta["processes"] = processes
+    if inputs is not None and inputs.nonfinite_float:
+        meta["nonfinite_inputs"] = inputs.nonfinite_float
+        _warn(
+            f"the model inputs hold {inputs.nonfinite_float} NaN or Inf "
+            "value(s). In shadow mode every float layer is fed what the "
+            "quantized model computed, and its quantize step made those values "
+            "finite, so the rows fed by the inputs measure them as their own "
+            "error. Remove them from the data, or use mode='propagated', which "
+            "counts them per layer."
+        )
     return Report(rows, mode=inst.mode, meta=meta)
+
+
+# The input check's entry among the statistics (no pair has this name).
+_INPUTS_KEY = "\0inputs"
 
 
 # --- helpers ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import operator
 import weakref
 from collections import deque
@@ -121,6 +122,45 @@ class Probe(nn.Module):
         self.error = ""
 
 
+class InputCheck(nn.Module):
+    """Counts the NaN and ±Inf values in a model's floating-point inputs.
+
+    In shadow mode every float layer is fed what the quantized model computed,
+    and the quantized model's first ``quantize_per_tensor`` turns a NaN or
+    Inf of the input into a finite number: no layer's value shows it. This
+    module, called on the inputs, keeps the count (as ``stats.nonfinite_float``)
+    so that the report can say so.
+
+    Example:
+        >>> check = InputCheck()
+        >>> check(torch.tensor([1.0, float("nan")]), 3)
+        >>> check.stats.nonfinite_float
+        1
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats = ErrorStats()
+
+    def forward(self, *values: Any) -> None:
+        bad = 0
+        for value in _tensors(values):
+            # One pass on clean data: a NaN or Inf makes the sum non-finite
+            # (so can a float32 overflow: then the count is what decides).
+            if value.is_floating_point() and not math.isfinite(float(value.sum())):
+                bad += value.numel() - int(torch.isfinite(value).sum())
+        self.stats.nonfinite_float += bad
+        self.stats.batches += 1
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, tuple | list):
+        for v in value:
+            yield from _tensors(v)
+
+
 def _tensor_pairs(
     f: Any, q: Any, path: tuple[int, ...]
 ) -> Iterator[tuple[tuple[int, ...], torch.Tensor, torch.Tensor]]:
@@ -160,6 +200,8 @@ class Instrumented:
     mode: str
     # For a pair of logger models: what pairs their values.
     exchange: _Exchange | None = None
+    # Shadow mode: the count of NaN and Inf in the model inputs.
+    input_check: InputCheck | None = None
 
     @property
     def pairs(self) -> list[Pair]:
@@ -425,6 +467,11 @@ def build_shadow(matching: Matching) -> Instrumented:
     probes: dict[str, Probe] = {}
     skipped: dict[str, str] = {}
     builder.copy_inputs()
+    input_check = InputCheck()
+    builder.graph.call_module(
+        builder.add_module("fxns_input_check", input_check),
+        tuple(builder.float_env.values()),
+    )
     for node in qg.gm.graph.nodes:
         if node.op in ("output", "placeholder"):
             continue
@@ -457,7 +504,11 @@ def build_shadow(matching: Matching) -> Instrumented:
             )
     builder.output_from_quant()
     module = builder.finish("FxnsShadow")
-    return _register(Instrumented(module, matching, probes, skipped, "shadow"))
+    return _register(
+        Instrumented(
+            module, matching, probes, skipped, "shadow", input_check=input_check
+        )
+    )
 
 
 class _ShadowSkip(Exception):

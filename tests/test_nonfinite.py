@@ -250,3 +250,24 @@ def test_clean_data_has_no_nonfinite_column_and_no_warning(mode: str) -> None:
         report = fxns.compare_activations(model, quant, torch.randn(4, 8), mode=mode)
     assert all(r.nonfinite_float == r.nonfinite_quant == 0 for r in report.rows)
     assert "nan/inf" not in str(report)
+    assert "nonfinite_inputs" not in report.meta
+
+
+def test_nan_in_the_input_is_counted_and_warned_about_in_shadow_mode() -> None:
+    # The quantized model quantizes its input first, which makes a NaN
+    # finite: no shadow sees it, so only the input check can say so.
+    model, quant = _models()
+    batches = _batches()
+    batches[0][3, :3] = INF
+    with pytest.warns(UserWarning, match=r"model inputs hold 4 NaN or Inf") as w:
+        report = fxns.compare_activations(model, quant, batches, mode="shadow")
+    assert len([x for x in w if "model inputs hold" in str(x.message)]) == 1
+    assert report.meta["nonfinite_inputs"] == 4
+    assert Report.from_json(report.to_json()).meta["nonfinite_inputs"] == 4
+    # The user's own loop reads the same.
+    shadow = fxns.add_shadows(model, quant)
+    with torch.no_grad():
+        for batch in batches:
+            shadow(batch)
+    with pytest.warns(UserWarning, match="mode='propagated'"):
+        assert fxns.collect(shadow).meta["nonfinite_inputs"] == 4
