@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Output formats of the analyses.
 FORMATS = ("table", "json", "csv", "html", "markdown")
+DIFF_FORMATS = ("table", "markdown", "html")
 
 # Backends the command line offers (see fxns.quantize.BACKENDS).
 CLI_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn", "dynamic")
@@ -178,11 +179,6 @@ def _run_weights(args: argparse.Namespace) -> int:
 def _run_diff(args: argparse.Namespace) -> int:
     from .diff import diff as graph_diff
 
-    if args.format not in ("table", "markdown", "html"):
-        raise ArgumentError(
-            f"fxns diff cannot write --format {args.format}; use table, markdown "
-            "or html"
-        )
     loaded = load_model(args.model, args.seed)
     batches = _batches(loaded, args) if loaded.quantized is None else []
     with _engine(_engine_for(args.backend, loaded)):
@@ -392,16 +388,15 @@ def _parser() -> argparse.ArgumentParser:
         "is called (random weights) and for the random example inputs (default 0)",
     )
     model.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="table",
-        help="output format (default table)",
-    )
-    model.add_argument(
         "--output",
         "-o",
         metavar="PATH",
         help="write to PATH instead of standard output",
+    )
+
+    # A graph diff is a printout: no JSON or CSV form.
+    report_format, diff_format = (
+        _format_parser(formats) for formats in (FORMATS, DIFF_FORMATS)
     )
 
     one_backend = _Parser(add_help=False)
@@ -426,7 +421,7 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare",
-        parents=[model, one_backend, ranking],
+        parents=[model, report_format, one_backend, ranking],
         help="per-layer error of the activations",
         description="Run both models on the batches and report every matched "
         "layer's error.",
@@ -442,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser(
         "weights",
-        parents=[model, one_backend, ranking],
+        parents=[model, report_format, one_backend, ranking],
         help="per-layer error of the weights",
         description="Compare every matched weight with its quantized twin.",
     )
@@ -450,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
 
     diff = sub.add_parser(
         "diff",
-        parents=[model, one_backend],
+        parents=[model, diff_format, one_backend],
         help="the two graphs side by side",
         description="Print how the quantized graph differs from the float one.",
     )
@@ -458,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
 
     variants = sub.add_parser(
         "variants",
-        parents=[model, ranking],
+        parents=[model, report_format, ranking],
         help="several quantized variants side by side",
         description="Quantize the float model several ways (every --backend with "
         "every --fusion; default x86 with fusion all and none), or take the "
@@ -487,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sens = sub.add_parser(
         "sensitivity",
-        parents=[model, one_backend, ranking],
+        parents=[model, report_format, one_backend, ranking],
         help="which layers to keep in float",
         description="For each layer, the end-to-end SQNR with only that layer "
         "in float and with only that layer quantized, on real quantized kernels. "
@@ -516,6 +511,17 @@ def _parser() -> argparse.ArgumentParser:
         "--top", type=int, default=None, help="show only the N worst layers"
     )
     demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _format_parser(formats: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = _Parser(add_help=False)
+    parser.add_argument(
+        "--format",
+        choices=formats,
+        default="table",
+        help="output format (default table)",
+    )
     return parser
 
 

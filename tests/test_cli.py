@@ -415,8 +415,11 @@ def test_diff_writes_markdown_and_html(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out.lstrip().startswith("|")
     assert main([*args, "html"]) == 0
     assert "<pre class='fxns-diff'>" in capsys.readouterr().out
-    assert main([*args, "csv"]) == 2
-    assert "use table, markdown or html" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "csv"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'csv' (choose from 'table', 'markdown', 'html')" in err
 
 
 def test_compare_html_shows_the_graph_diff(tmp_path: Path, capsys) -> None:
