@@ -514,7 +514,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _format_parser(formats: tuple[str, ...]) -> argparse.ArgumentParser:
+def _format_parser(formats: tuple[str, ...]) -> _Parser:
     parser = _Parser(add_help=False)
     parser.add_argument(
         "--format",
