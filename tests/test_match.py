@@ -362,3 +362,118 @@ def test_matching_prints_its_summary_and_first_pairs() -> None:
     assert lines[0] == f"<Matching: {m.summary()}>"
     assert len(lines) == 7 and lines[-1] == "  ... 3 more (matching.pairs)"
     assert str(m) == repr(m)
+
+
+# --- fusions: each float group pairs with its one fused quantized op ----------
+
+
+class _AddRelu(nn.Module):
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.relu = nn.ReLU()
+        self.functional = functional
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x) + x
+        return torch.relu(y) if self.functional else self.relu(y)
+
+
+class _ThenRelu(nn.Module):
+    """``F.relu(layer(x))``: the functional form of a fusable relu."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(self.layer(x))
+
+
+_IMAGE = (2, 3, 8, 8)
+_FUSIONS = {
+    # id: (model, input shape, float kind, quantized op, quantized kind)
+    "conv+bn": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
+        _IMAGE,
+        "conv2d+batch_norm",
+        "nnq.Conv2d",
+        "conv2d",
+    ),
+    "conv+bn+relu": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()),
+        _IMAGE,
+        "conv2d+batch_norm+relu",
+        "nniq.ConvReLU2d",
+        "conv2d+relu",
+    ),
+    "conv1d+bn+relu": (
+        lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.BatchNorm1d(4), nn.ReLU()),
+        (2, 3, 16),
+        "conv1d+batch_norm+relu",
+        "nniq.ConvReLU1d",
+        "conv1d+relu",
+    ),
+    "conv+relu": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()),
+        _IMAGE,
+        "conv2d+relu",
+        "nniq.ConvReLU2d",
+        "conv2d+relu",
+    ),
+    "conv+F.relu": (
+        lambda: _ThenRelu(nn.Conv2d(3, 4, 3)),
+        _IMAGE,
+        "conv2d+relu",
+        "nniq.ConvReLU2d",
+        "conv2d+relu",
+    ),
+    "linear+relu": (
+        lambda: nn.Sequential(nn.Linear(8, 4), nn.ReLU()),
+        (2, 8),
+        "linear+relu",
+        "nniq.LinearReLU",
+        "linear+relu",
+    ),
+    "linear+F.relu": (
+        lambda: _ThenRelu(nn.Linear(8, 4)),
+        (2, 8),
+        "linear+relu",
+        "nniq.LinearReLU",
+        "linear+relu",
+    ),
+    "add+relu": (
+        lambda: _AddRelu(functional=False),
+        _IMAGE,
+        "add+relu",
+        "quantized::add_relu",
+        "add+relu",
+    ),
+    "add+torch.relu": (
+        lambda: _AddRelu(functional=True),
+        _IMAGE,
+        "add+relu",
+        "quantized::add_relu",
+        "add+relu",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FUSIONS))
+def test_each_fusion_pairs_its_float_parts_with_the_fused_quantized_op(
+    case: str,
+) -> None:
+    make, shape, kind, quant_op, quant_kind = _FUSIONS[case]
+    torch.manual_seed(0)
+    model = make().eval()
+    quant = quantize_module(model, torch.randn(shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = fxns.match(model, quant)
+    assert m.unmatched_float == m.unmatched_quant == ()
+    (pair,) = [p for p in m.pairs if p.quant_ops == (quant_op,)]
+    assert pair.kind == kind
+    assert pair.quant_kind == quant_kind
+    assert len(pair.float_nodes) == len(kind.split("+"))
+    assert len(pair.quant_nodes) == 1
+    assert pair.note == ""

@@ -33,3 +33,35 @@ def test_the_readme_shows_the_scripts_calls_and_every_table_they_print() -> None
     printed = script.count("print(")
     titles = re.findall(r"^fxns \w+ comparison: ", output, flags=re.MULTILINE)
     assert len(titles) == printed == code.count("print(")
+
+
+def test_the_readme_weights_table_is_what_the_script_prints() -> None:
+    """The weights table depends only on the seeded weights, not on the
+    calibration data or the machine: the pasted one must be a real run's."""
+    import copy
+    import warnings
+
+    import torch
+    import torchvision
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    import fxns
+
+    _, output = _worked_example()
+    pasted = output.split("\n\n")[0].strip()
+    assert pasted.startswith("fxns weights comparison: 5 of 21 layers")
+
+    torch.manual_seed(0)  # as the script: the model is built first
+    float_model = torchvision.models.resnet18().eval()
+    example = (torch.randn(1, 3, 64, 64),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(
+            copy.deepcopy(float_model), get_default_qconfig_mapping("x86"), example
+        )
+        with torch.no_grad():
+            prepared(*example)
+        quant_model = convert_fx(prepared)
+    table = fxns.compare_weights(float_model, quant_model).table(top=5)
+    assert str(table).strip() == pasted
