@@ -82,7 +82,9 @@ def _demo() -> nn.Module:
 # Model name → factory of the float model (random weights).
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
+    "resnet50": _torchvision("resnet50"),
     "mobilenet_v2": _torchvision("mobilenet_v2"),
+    "mobilenet_v3_large": _torchvision("mobilenet_v3_large"),
     "demo": _demo,
 }
 
