@@ -693,11 +693,18 @@ def _cli_advice(message: str, args: argparse.Namespace) -> str:
             INPUT_FN_CONTRACT, f"every batch must have an element {index}"
         ).replace("input_fn", f"--input-index {index}")
     if getattr(args, "random_batches", False):
-        shape = ",".join(map(str, args.input_shape[0]))
-        message += (
-            f" (--input-shape includes the batch dimension: for one {shape} input, "
-            f"give --input-shape 1,{shape})"
-        )
+        if "positional argument" in message or "model argument" in message:
+            message += (
+                f" (fxns made {len(args.input_shape)} input(s), one per "
+                "--input-shape: give --input-shape once for each input the "
+                "model's forward takes)"
+            )
+        elif len(args.input_shape) == 1:
+            shape = ",".join(map(str, args.input_shape[0]))
+            message += (
+                f" (--input-shape includes the batch dimension: if {shape} is one "
+                f"sample, give --input-shape 1,{shape})"
+            )
     return message
 
 

@@ -387,8 +387,22 @@ def test_a_missing_batch_dimension_gets_a_hint(
     assert main(["compare", f"{path}:net", "--input-shape", "3,8,8"]) == 2
     err = _one_line(capsys.readouterr().err)
     assert err.endswith(
-        "(--input-shape includes the batch dimension: for one 3,8,8 input, give "
-        "--input-shape 1,3,8,8)"
+        "(--input-shape includes the batch dimension: if 3,8,8 is one sample, "
+        "give --input-shape 1,3,8,8)"
+    )
+
+
+def test_a_wrong_number_of_inputs_gets_no_batch_dimension_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _factory_file(tmp_path, "")
+    shape = ["--input-shape", "2,3,8,8"]
+    assert main(["compare", f"{path}:net", *shape, *shape]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "batch dimension" not in err
+    assert err.endswith(
+        "(fxns made 2 input(s), one per --input-shape: give --input-shape once "
+        "for each input the model's forward takes)"
     )
 
 
