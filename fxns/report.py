@@ -891,6 +891,11 @@ def _ops_cell(ops: tuple[str, ...]) -> str:
 
 
 def _check_metric(name: object, known: set[str], where: str) -> None:
+    if not isinstance(name, str):
+        raise MetricError(
+            f"a metric is named by one string, got {type(name).__name__} "
+            f"{name!r}; {where} {', '.join(sorted(known))}"
+        )
     if name not in known:
         close = difflib.get_close_matches(str(name).lower(), sorted(known), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

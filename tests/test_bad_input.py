@@ -565,6 +565,12 @@ CASES = [
         r"unknown metric 'snr'; did you mean 'sqnr'\? this report has .*sqnr",
     ),
     Bad(
+        "Report.table/sort-by-a-list",
+        lambda: _report().table(sort_by=["sqnr"]),  # type: ignore[arg-type]
+        fxns.MetricError,
+        r"a metric is named by one string, got list \['sqnr'\]; this report has",
+    ),
+    Bad(
         "Report.sorted_rows/unknown-metric",
         lambda: _report().sorted_rows("SQNR"),
         fxns.MetricError,
