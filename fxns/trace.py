@@ -28,6 +28,7 @@ model's own submodules and parameters, and nothing is written back.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import sys
@@ -310,7 +311,21 @@ def _trace_error(
     first_line = (
         str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     )
+    # A misspelt leaf name is the likeliest reason a named leaf did not help.
+    paths = sorted(name for name, _ in model.named_modules() if name)
+    unknown = [
+        f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        for name in sorted(tracer.leaf_module_names)
+        if name not in paths
+        for close in [difflib.get_close_matches(name, paths, n=1)]
+    ]
+    typo = (
+        f" leaf_module_names has {', '.join(unknown)}, which the {role} has no "
+        "submodule of."
+        if unknown
+        else ""
+    )
     return TraceError(
         f"torch.fx cannot trace the {role}: {where} failed with "
-        f"{type(err).__name__}: {first_line}. To compare around it, {fix}."
+        f"{type(err).__name__}: {first_line}. To compare around it, {fix}.{typo}"
     )

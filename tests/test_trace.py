@@ -82,3 +82,12 @@ def test_fused_float_modules_are_one_op() -> None:
     assert [(p.name, p.kind, p.quant_nodes) for p in m.pairs] == [
         ("0", "conv2d+relu", ("_0", "_1"))
     ]
+
+
+def test_a_misspelt_leaf_name_is_pointed_out() -> None:
+    with pytest.raises(
+        fxns.TraceError,
+        match=r"leaf_module_names has 'gat' \(did you mean 'gate'\?\), which the "
+        r"model has no submodule of\.$",
+    ):
+        trace(Outer(), leaf_module_names=["gat"])
