@@ -622,6 +622,11 @@ def _unpack(result: Any, spec: str) -> LoadedModel:
 
 def _batches(loaded: LoadedModel, args: argparse.Namespace) -> list[Any]:
     if loaded.batches is not None:
+        if args.input_shape:
+            logger.warning(
+                "the factory %s returns example batches; --input-shape is not used",
+                args.model,
+            )
         batches = loaded.batches[: args.batches] if args.batches else loaded.batches
         if not batches:
             raise DataError(f"the factory {args.model} returned no example batches")

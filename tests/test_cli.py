@@ -441,3 +441,18 @@ def test_compare_html_shows_the_graph_diff(tmp_path: Path, capsys) -> None:
     argv = ["compare", f"{path}:net", "--input-shape", "1,3,8,8", "--format", "html"]
     assert main(argv) == 0
     assert "<pre class='fxns-diff'>" in capsys.readouterr().out
+
+
+def test_input_shape_beside_the_factorys_batches_is_said_to_be_unused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _factory_file(
+        tmp_path,
+        "def triple():\n"
+        "    model = net().eval()\n"
+        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
+        "    return model, quantize_fx(model, data), data\n",
+    )
+    argv = ["compare", f"{path}:triple", "--input-shape", "2,3,16,16"]
+    assert main(argv) == 0
+    assert "returns example batches; --input-shape is not used" in caplog.text
