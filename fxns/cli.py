@@ -630,6 +630,12 @@ def _batches(loaded: LoadedModel, args: argparse.Namespace) -> list[Any]:
         batches = loaded.batches[: args.batches] if args.batches else loaded.batches
         if not batches:
             raise DataError(f"the factory {args.model} returned no example batches")
+        if args.input_index is not None and isinstance(batches[0], torch.Tensor):
+            raise ArgumentError(
+                f"--input-index picks an element of each batch, but the factory "
+                f"{args.model} returns batches that are tensors (model inputs "
+                "already), not tuples: drop --input-index"
+            )
         _check_first_batch(loaded.float_model, batches[0], args)
         return batches
     if not args.input_shape:

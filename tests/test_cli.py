@@ -456,3 +456,18 @@ def test_input_shape_beside_the_factorys_batches_is_said_to_be_unused(
     argv = ["compare", f"{path}:triple", "--input-shape", "2,3,16,16"]
     assert main(argv) == 0
     assert "returns example batches; --input-shape is not used" in caplog.text
+
+
+def test_input_index_on_tensor_batches_says_to_drop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _factory_file(
+        tmp_path,
+        "def triple():\n"
+        "    model = net().eval()\n"
+        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
+        "    return model, quantize_fx(model, data), data\n",
+    )
+    assert main(["compare", f"{path}:triple", "--input-index", "0"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert err.endswith("not tuples: drop --input-index")
