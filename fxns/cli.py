@@ -187,11 +187,9 @@ def _run_diff(args: argparse.Namespace) -> int:
     if args.format == "markdown":
         text = result.to_markdown()
     elif args.format == "html":
-        text = (
-            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-            "<title>fxns diff</title></head><body>"
-            f"{result._repr_html_()}</body></html>\n"
-        )
+        from .html import diff_page
+
+        text = diff_page(result)
     else:
         text = str(result)
     _write(text, args.output)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .report import LayerResult, Report, VariantReport
 
 __all__ = [
+    "diff_page",
     "graph_diff_section",
     "report_fragment",
     "report_page",
@@ -126,6 +127,15 @@ def variants_page(v: VariantReport, *, title: str | None = None) -> str:
             f"and its pairs</summary>{''.join(parts)}</details>"
         )
     return _page(title, sections)
+
+
+def diff_page(diff: Any, *, title: str = "fxns graph diff") -> str:
+    """A graph diff (:class:`~fxns.diff.GraphDiff`) as an HTML page of its own.
+
+    Example:
+        >>> text = diff_page(fxns.diff(float_model, quant_model))  # doctest: +SKIP
+    """
+    return _page(title, [f"<div class='diff'>{diff._repr_html_()}</div>"])
 
 
 def report_fragment(report: Report) -> str:
