@@ -25,6 +25,15 @@ DOCS = (ROOT / "README.md", ROOT / "docs" / "cli.md")
 FULL_SIZE, TEST_SIZE = "1,3,224,224", "1,3,64,64"
 
 
+# A factory that returns (float model, quantized model, example batches).
+TRIPLE = (
+    "def triple():\n"
+    "    model = net().eval()\n"
+    "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
+    "    return model, quantize_fx(model, data), data\n"
+)
+
+
 def _documented_commands() -> list[str]:
     text = "\n".join(path.read_text(encoding="utf-8") for path in DOCS)
     blocks = re.findall(r"```console\n(.*?)```", text, flags=re.DOTALL)
@@ -107,13 +116,7 @@ def test_factory_forms(tmp_path: Path) -> None:
 
 
 def test_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _factory_file(
-        tmp_path,
-        "def triple():\n"
-        "    model = net().eval()\n"
-        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
-        "    return model, quantize_fx(model, data), data\n",
-    )
+    path = _factory_file(tmp_path, TRIPLE)
     model = f"{path}:triple"
 
     assert main(["compare", model, "--format", "json", "--mode", "propagated"]) == 0
@@ -446,13 +449,7 @@ def test_compare_html_shows_the_graph_diff(tmp_path: Path, capsys) -> None:
 def test_input_shape_beside_the_factorys_batches_is_said_to_be_unused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = _factory_file(
-        tmp_path,
-        "def triple():\n"
-        "    model = net().eval()\n"
-        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
-        "    return model, quantize_fx(model, data), data\n",
-    )
+    path = _factory_file(tmp_path, TRIPLE)
     argv = ["compare", f"{path}:triple", "--input-shape", "2,3,16,16"]
     assert main(argv) == 0
     assert "returns example batches; --input-shape is not used" in caplog.text
@@ -461,13 +458,7 @@ def test_input_shape_beside_the_factorys_batches_is_said_to_be_unused(
 def test_input_index_on_tensor_batches_says_to_drop_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _factory_file(
-        tmp_path,
-        "def triple():\n"
-        "    model = net().eval()\n"
-        "    data = [torch.randn(2, 3, 8, 8) for _ in range(2)]\n"
-        "    return model, quantize_fx(model, data), data\n",
-    )
+    path = _factory_file(tmp_path, TRIPLE)
     assert main(["compare", f"{path}:triple", "--input-index", "0"]) == 2
     err = _one_line(capsys.readouterr().err)
     assert err.endswith("not tuples: drop --input-index")
