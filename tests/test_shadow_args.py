@@ -108,14 +108,7 @@ def test_cases_02_03_shadow_gets_dequantized_tensors_and_original_scalars(
     row = report[row_name]
     assert row.kind == case
 
-    expected = Sums()
-    nodes = {n.name: n for n in quant.graph.nodes}
-    for x in batches:
-        q_acts = activations(quant, x)
-        q_in = q_acts[nodes[row.quant_nodes[0]].args[0].name]
-        with torch.no_grad():
-            local = model.op(q_in.dequantize())
-        expected.add(local, q_acts[row.quant_nodes[-1]])
+    expected = _by_hand(quant, batches, row, model.op)
     assert row.metrics["sqnr"] == pytest.approx(expected.sqnr(), abs=0.01)
     assert row.metrics["sqnr"] > 20
     assert unaccounted_nodes(fxns.match(model, quant)) == []
@@ -160,6 +153,23 @@ def test_functional_ops_shadow_keeps_none_and_scalar_arguments(case: str) -> Non
 
     # The function by hand, with its own arguments, on the input the
     # quantized model's op received, dequantized.
+    expected = _by_hand(quant, batches, row, fn)
+    if expected.dd == 0:  # computed in float on the quantized side too
+        assert row.metrics["sqnr"] == float("inf")
+    else:
+        assert row.metrics["sqnr"] == pytest.approx(expected.sqnr(), abs=0.01)
+        assert row.metrics["sqnr"] > 20
+    assert unaccounted_nodes(fxns.match(model, quant)) == []
+
+
+def _by_hand(
+    quant: torch.fx.GraphModule,
+    batches: list[torch.Tensor],
+    row: fxns.LayerResult,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Sums:
+    """``fn`` run on the (dequantized) input the row's quantized op received,
+    against that op's output, over every batch."""
     expected = Sums()
     nodes = {n.name: n for n in quant.graph.nodes}
     for x in batches:
@@ -168,9 +178,4 @@ def test_functional_ops_shadow_keeps_none_and_scalar_arguments(case: str) -> Non
         with torch.no_grad():
             local = fn(q_in.dequantize() if q_in.is_quantized else q_in)
         expected.add(local, q_acts[row.quant_nodes[-1]])
-    if expected.dd == 0:  # computed in float on the quantized side too
-        assert row.metrics["sqnr"] == float("inf")
-    else:
-        assert row.metrics["sqnr"] == pytest.approx(expected.sqnr(), abs=0.01)
-        assert row.metrics["sqnr"] > 20
-    assert unaccounted_nodes(fxns.match(model, quant)) == []
+    return expected
