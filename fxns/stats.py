@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _onepass
+
 __all__ = [
     "HIGHER_IS_BETTER",
     "METRICS",
@@ -91,7 +93,7 @@ class ErrorStats:
     def update(self, f: torch.Tensor, q: torch.Tensor) -> None:
         """Add one batch: ``f`` float, ``q`` quantized (dequantized or not)."""
         f = as_float(f.detach())
-        q = as_float(q.detach())
+        q = q.detach()
         if f.shape != q.shape:
             raise ValueError(
                 f"cannot compare a float value of shape {tuple(f.shape)} "
@@ -100,13 +102,19 @@ class ErrorStats:
         if f.numel() == 0:
             self.batches += 1
             return
+        fast = _onepass.sums(f, q)
+        if fast is not None and math.isfinite(sum(fast)) and not _tiny(*fast):
+            ff, qq, dd, max_abs = fast
+            self.add_sums(f.numel(), ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
+            return
+        q = as_float(q)
         ff, qq, dd, max_abs = _sums(f, q)
         if not math.isfinite(ff + qq + dd):
             # A NaN or Inf in either value (or a float32 overflow) made the
             # sums non-finite: take them again over the finite pairs only.
             self._update_nonfinite(f, q)
             return
-        if min(ff, qq, dd) < _TINY and (ff or qq or max_abs):
+        if _tiny(ff, qq, dd, max_abs):
             # Squares of values near float32's smallest numbers lose their
             # digits or vanish (a difference of 1e-20 squares to 0): take the
             # sums again in float64. Values that are exactly zero do not.
@@ -187,6 +195,12 @@ class ErrorStats:
 
 # Sums of squares below this are taken again in float64 (see ErrorStats.update).
 _TINY = 1e-25
+
+
+def _tiny(ff: float, qq: float, dd: float, max_abs: float) -> bool:
+    """Whether float32 squares may have lost these sums' digits: a sum is tiny
+    while the values are not all exactly zero."""
+    return min(ff, qq, dd) < _TINY and bool(ff or qq or max_abs)
 
 
 def _sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float]:
