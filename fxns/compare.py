@@ -57,6 +57,7 @@ from .instrument import (
     build_shadow,
     state_of,
 )
+from .layout import check_layout
 from .match import Matching, Pair, match
 from .ops import element_name
 from .progress import count_batches, progress
@@ -154,6 +155,7 @@ def compare_activations(
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
     distributed: bool = True,
+    layout: str = "auto",
 ) -> Report:
     """Run both models on ``data`` and report the error of every matched layer.
 
@@ -174,6 +176,11 @@ def compare_activations(
             processes, merge the statistics of all of them (each passing its
             own share of the data) into one report, the same in every
             process. ``False`` keeps this process's statistics only.
+        layout: the memory layout the float side computes in, a matter of
+            speed only (:mod:`fxns.layout`): ``"auto"`` tries channels-last
+            and contiguous on the first batches and keeps the faster;
+            ``"contiguous"`` or ``"channels_last"`` fixes it, for numbers
+            that are the same to the last bit from run to run.
 
     Returns:
         A :class:`Report`, one row per matched pair, in execution order. The
@@ -199,6 +206,7 @@ def compare_activations(
     """
     _check_mode(mode)
     _check_input_fn(input_fn)
+    check_layout(layout)
     return _compare(
         float_model,
         quant_model,
@@ -209,6 +217,7 @@ def compare_activations(
         leaf_module_names=leaf_module_names,
         distributed=distributed,
         role="quantized model",
+        layout=layout,
     )
 
 
@@ -223,6 +232,7 @@ def _compare(
     leaf_module_names: Sequence[str],
     distributed: bool,
     role: str,
+    layout: str = "auto",
 ) -> Report:
     """:func:`compare_activations`, its options checked; ``role`` names the
     quantized model in messages ("quantized model 'x86'")."""
@@ -239,7 +249,7 @@ def _compare(
             role=role,
         )
         build = build_shadow if mode == "shadow" else build_propagated
-        inst = build(matching)
+        inst = build(matching, layout)
         batches = run_batches(
             inst.module,
             data,
@@ -270,6 +280,7 @@ def compare_variants(
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
     distributed: bool = True,
+    layout: str = "auto",
 ) -> VariantReport:
     """Compare several quantized variants of one float model on the same data.
 
@@ -292,6 +303,7 @@ def compare_variants(
         leaf_modules: module classes to keep as single operations when tracing.
         leaf_module_names: submodule names to keep as single operations.
         distributed: as for :func:`compare_activations`.
+        layout: as for :func:`compare_activations`.
 
     Returns:
         A :class:`VariantReport`: ``print`` it for the side-by-side table;
@@ -324,6 +336,7 @@ def compare_variants(
             )
     _check_mode(mode)
     _check_input_fn(input_fn)
+    check_layout(layout)
     if isinstance(data, Iterator):
         data = list(data)
     # Once here, so that a float model in training mode warns once, not once
@@ -340,6 +353,7 @@ def compare_variants(
             leaf_module_names=leaf_module_names,
             distributed=distributed,
             role=f"quantized model {name!r}",
+            layout=layout,
         )
         for name, model in variants.items()
     }
@@ -391,11 +405,13 @@ def add_shadows(
     *,
     leaf_modules: Sequence[type[nn.Module]] = (),
     leaf_module_names: Sequence[str] = (),
+    layout: str = "auto",
 ) -> fx.GraphModule:
     """A copy of the quantized model with a float shadow next to every matched op.
 
     It takes the same inputs and returns the same outputs as the quantized
-    model. Run it on your batches, then call :func:`collect`.
+    model. Run it on your batches, then call :func:`collect`. ``layout`` is
+    as for :func:`compare_activations`.
 
     Raises:
         ModelError, EngineError, TraceError: as for :func:`add_loggers`.
@@ -410,10 +426,11 @@ def add_shadows(
     quant_model = _own_copy(
         _eval_model(quant_model, "quantized model"), "quantized model"
     )
+    check_layout(layout)
     matching = _match(
         float_model, quant_model, leaf_modules, leaf_module_names, mode="shadow"
     )
-    return build_shadow(matching).module
+    return build_shadow(matching, layout).module
 
 
 def collect(*models: nn.Module, distributed: bool = True) -> Report:

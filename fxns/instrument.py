@@ -27,6 +27,7 @@ users who run them in their own loop.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import logging
@@ -34,7 +35,7 @@ import math
 import operator
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,10 @@ from torch import fx, nn
 
 from .errors import InstrumentError
 from .graph import OpGraph, node_args
+from .layout import AUTO, InputLayout, ShadowInputs, TunedGraphModule, shadow_input
 from .match import Matching, Pair
 from .ops import WEIGHT_ONLY_KINDS, Role
-from .stats import ErrorStats, as_float
+from .stats import ErrorStats
 
 __all__ = [
     "Instrumented",
@@ -53,6 +55,7 @@ __all__ = [
     "build_logger_pair",
     "build_propagated",
     "build_shadow",
+    "shadow_input",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ logger = logging.getLogger(__name__)
 FLOAT_PREFIX = "f"
 QUANT_PREFIX = "q"
 PROBE_PREFIX = "fxns_probe_"
+# The submodule that sets the float side's memory layout (fxns.layout).
+LAYOUT = "fxns_layout"
 
 
 class Probe(nn.Module):
@@ -121,6 +126,15 @@ class Probe(nn.Module):
         self.elements = {}
         self.error = ""
 
+    def fxns_save(self) -> Callable[[], None]:
+        """Save what was seen so far; return the function that puts it back."""
+        saved = copy.deepcopy((self.stats, self.elements, self.error))
+
+        def restore() -> None:
+            self.stats, self.elements, self.error = saved
+
+        return restore
+
 
 class InputCheck(nn.Module):
     """Counts the NaN and ±Inf values in a model's floating-point inputs.
@@ -151,6 +165,15 @@ class InputCheck(nn.Module):
                 bad += value.numel() - int(torch.isfinite(value).sum())
         self.stats.nonfinite_float += bad
         self.stats.batches += 1
+
+    def fxns_save(self) -> Callable[[], None]:
+        """Save the counts so far; return the function that puts them back."""
+        saved = copy.deepcopy(self.stats)
+
+        def restore() -> None:
+            self.stats = saved
+
+        return restore
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -221,11 +244,13 @@ def state_of(module: nn.Module) -> Instrumented | None:
 # --- propagated: both graphs interleaved in one module ---------------------------
 
 
-def build_propagated(matching: Matching) -> Instrumented:
+def build_propagated(matching: Matching, layout: str = AUTO) -> Instrumented:
     """One ``GraphModule`` that runs both models and compares every pair.
 
     The module takes the models' inputs and returns the quantized model's
-    output.
+    output. ``layout`` is the memory layout of the float side
+    (:mod:`fxns.layout`): ``"auto"`` measures which is faster on the first
+    calls.
 
     Example:
         >>> matching = fxns.match(float_model, quant_model)  # doctest: +SKIP
@@ -243,6 +268,9 @@ def build_propagated(matching: Matching) -> Instrumented:
         probe_inputs[pair.name] = (_float_read(pair), _quant_read(qg, pair))
 
     builder.copy_inputs()
+    target = builder.add_module(LAYOUT, InputLayout(layout))
+    for name, node in builder.float_env.items():
+        builder.float_env[name] = builder.graph.call_module(target, (node,))
     for side, name in _interleave(fg, qg, matching, probe_inputs):
         if side == "f" and name in builder.float_env:
             continue  # an input, already copied
@@ -436,14 +464,16 @@ _VIEW_KINDS = frozenset(
 # --- shadow: float copies fed from the quantized graph ---------------------------
 
 
-def build_shadow(matching: Matching) -> Instrumented:
+def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
     """The quantized graph with a float shadow of every matched pair.
 
     Each shadow is a copy of the pair's float nodes; its tensor inputs are the
     dequantized values the quantized nodes of the pair received, its other
     arguments (scalars, ``None``, shapes, parameters) those of the float
     model. A pair whose inputs cannot be traced back to the quantized graph is
-    skipped with a reason; the others are unaffected.
+    skipped with a reason; the others are unaffected. ``layout`` is the
+    memory layout of the shadows' dequantized inputs (:mod:`fxns.layout`):
+    ``"auto"`` measures which is faster on the first calls.
 
     Example:
         >>> matching = fxns.match(float_model, quant_model)  # doctest: +SKIP
@@ -467,6 +497,7 @@ def build_shadow(matching: Matching) -> Instrumented:
     probes: dict[str, Probe] = {}
     skipped: dict[str, str] = {}
     builder.copy_inputs()
+    builder.add_module(LAYOUT, ShadowInputs(layout))
     input_check = InputCheck()
     builder.graph.call_module(
         builder.add_module("fxns_input_check", input_check),
@@ -575,7 +606,7 @@ class _Shadow:
             raise _ShadowSkip(
                 f"its input '{arg.name}' is computed after the pair starts running"
             )
-        node = self.b.graph.call_function(shadow_input, (self.b.quant_env[direct],))
+        node = self.b.graph.call_module(LAYOUT, (self.b.quant_env[direct],))
         self.created.append(node)
         self.env[arg.name] = node
         return node
@@ -616,27 +647,6 @@ class _Shadow:
         if q_src is None:
             raise _ShadowSkip(f"'{arg.name}' has no counterpart in the quantized model")
         return self.qg.nodes[q_src].fx_nodes[-1]
-
-
-def shadow_input(value: Any) -> Any:
-    """What a float shadow receives for a quantized-model value.
-
-    A new tensor, so that in-place ops on either side cannot reach the other,
-    in the memory layout the quantized model had (quantized kernels favour
-    channels-last): a float kernel then computes bit for bit what the same
-    kernel computes inside the quantized model, so a layer left in float
-    reads as identical. Quantized, half and bfloat16 values become float32;
-    integer values (the indices of an embedding) keep their type. Tuples and
-    lists (an LSTM's state) are converted element by element.
-    """
-    if isinstance(value, tuple | list):
-        return type(value)(shadow_input(v) for v in value)
-    if not isinstance(value, torch.Tensor):
-        return value
-    if not (value.is_quantized or value.is_floating_point()):
-        return value.clone()
-    fresh = as_float(value)
-    return value.clone() if fresh is value else fresh
 
 
 # --- two separate models, for the user's own loop -----------------------------------
@@ -826,7 +836,7 @@ class _GraphBuilder:
 
     def finish(self, class_name: str) -> fx.GraphModule:
         self.graph.lint()
-        gm = fx.GraphModule(self.root, self.graph, class_name)
+        gm = TunedGraphModule(self.root, self.graph, class_name)
         # Only the new root's own flag: its submodules are the caller's
         # objects, and .eval() would change their flags.
         gm.training = False

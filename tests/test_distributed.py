@@ -90,9 +90,13 @@ def _reports(batches: list[torch.Tensor]) -> dict[str, Report]:
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the NaN warning
+        # One layout throughout: "auto" may pick a different one in each
+        # process, and the float values then differ by rounding.
         for mode in ("shadow", "propagated"):
-            out[mode] = fxns.compare_activations(model, quant, batches, mode=mode)
-        shadow = fxns.add_shadows(model, quant)
+            out[mode] = fxns.compare_activations(
+                model, quant, batches, mode=mode, layout="channels_last"
+            )
+        shadow = fxns.add_shadows(model, quant, layout="channels_last")
         f_log, q_log = fxns.add_loggers(model, quant)
         with torch.no_grad():
             for batch in batches:
