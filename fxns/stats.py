@@ -198,9 +198,11 @@ _TINY = 1e-25
 
 
 def _tiny(ff: float, qq: float, dd: float, max_abs: float) -> bool:
-    """Whether float32 squares may have lost these sums' digits: a sum is tiny
-    while the values are not all exactly zero."""
-    return min(ff, qq, dd) < _TINY and bool(ff or qq or max_abs)
+    """Whether float32 squares may have lost these sums' digits: a sum below
+    :data:`_TINY` that is not exactly zero, or a Σ(f−q)² below it while some
+    difference is not zero. (A Σ(f−q)² of exactly zero beside a max|f−q| of
+    zero is exact: the values are identical.)"""
+    return 0.0 < ff < _TINY or 0.0 < qq < _TINY or (max_abs > 0.0 and dd < _TINY)
 
 
 def _sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float]:
