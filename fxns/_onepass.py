@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -280,25 +280,21 @@ def _transpose_kernel(ky: Any) -> Callable[..., Any]:
     return transpose  # type: ignore[no-any-return]
 
 
-class _Side(NamedTuple):
-    """A tensor as the kernels read it: its address, element type and the
-    zero point and scale that dequantize it."""
+# A tensor as the kernels read it: (address, element type, zero point, scale).
+_Side = tuple[int, Any, float, float]
 
-    address: int
-    kind: Any
-    zero_point: float
-    scale: float
+_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 
 
 def _side(t: torch.Tensor, kinds: dict[torch.dtype, Any]) -> _Side | None:
     kind = kinds.get(t.dtype)
-    if kind is None or t.device.type != "cpu" or t.requires_grad:
+    if kind is None or not t.is_cpu:
         return None
     if not t.is_quantized:
-        return _Side(t.data_ptr(), kind, 0.0, 1.0)
-    if t.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return t.data_ptr(), kind, 0.0, 1.0
+    if t.qscheme() not in _PER_TENSOR:
         return None
-    return _Side(t.data_ptr(), kind, float(t.q_zero_point()), float(t.q_scale()))
+    return t.data_ptr(), kind, float(t.q_zero_point()), float(t.q_scale())
 
 
 def _layout(t: torch.Tensor) -> str | None:
@@ -315,7 +311,9 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
     """Σf², Σq², Σ(f−q)² and max|f−q|, or ``None`` where this route does not apply.
 
     ``f`` is a float32 value, ``q`` its quantized (or float32) counterpart of
-    the same shape, both non-empty; ``q`` is dequantized on the fly.
+    the same shape, both non-empty; ``q`` is dequantized on the fly. Called
+    once per compared value and batch, so it is kept short: a few
+    microseconds of Python around the kernel.
 
     Example:
         >>> f = torch.tensor([1.0, 2.0])
@@ -323,25 +321,24 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
         >>> sums(f, q) in (None, (5.0, 5.0, 0.0, 0.0))
         True
     """
-    kernels = _load()
-    if kernels is None or f.dtype != torch.float32:
+    kernels = _kernels if _tried else _load()
+    if kernels is None or f.dtype is not torch.float32:
         return None
-    a, b = _side(f, kernels.kinds), _side(q, kernels.kinds)
+    a = _side(f, kernels.kinds)
+    b = _side(q, kernels.kinds)
     if a is None or b is None:
         return None
     la, lb = _layout(f), _layout(q)
     if la is None or lb is None:
         return None
     if la == lb:
-        flat, _ = kernels.sums(a.kind, b.kind)
-        return flat(  # type: ignore[no-any-return]
-            a.address, b.address, f.numel(), *a[2:], *b[2:]
-        )
+        flat = kernels.sums(a[1], b[1])[0]
+        return flat(a[0], b[0], f.numel(), a[2], a[3], b[2], b[3])  # type: ignore[no-any-return]
     # One side contiguous (N, C, H, W), the other channels-last.
-    ncp, npc = (a, b) if la == "flat" else (b, a)
-    _, mixed = kernels.sums(ncp.kind, npc.kind)
+    x, y = (a, b) if la == "flat" else (b, a)
+    mixed = kernels.sums(x[1], y[1])[1]
     n, c, h, w = f.shape
-    xx, yy, dd, top = mixed(ncp.address, npc.address, n, c, h * w, *ncp[2:], *npc[2:])
+    xx, yy, dd, top = mixed(x[0], y[0], n, c, h * w, x[2], x[3], y[2], y[3])
     return (xx, yy, dd, top) if la == "flat" else (yy, xx, dd, top)
 
 
@@ -367,7 +364,6 @@ def dequantize_to(value: torch.Tensor, contiguous: bool) -> torch.Tensor:
         return value.dequantize().contiguous()
     n, c, h, w = value.shape
     out = torch.empty((n, c, h, w), dtype=torch.float32)
-    kernels.transpose(side.kind)(
-        side.address, out.data_ptr(), n, c, h * w, side.zero_point, side.scale
-    )
+    address, kind, zero_point, scale = side
+    kernels.transpose(kind)(address, out.data_ptr(), n, c, h * w, zero_point, scale)
     return out

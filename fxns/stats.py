@@ -92,22 +92,25 @@ class ErrorStats:
 
     def update(self, f: torch.Tensor, q: torch.Tensor) -> None:
         """Add one batch: ``f`` float, ``q`` quantized (dequantized or not)."""
-        f = as_float(f.detach())
-        q = q.detach()
         if f.shape != q.shape:
             raise ValueError(
                 f"cannot compare a float value of shape {tuple(f.shape)} "
                 f"with a quantized value of shape {tuple(q.shape)}"
             )
-        if f.numel() == 0:
+        n = f.numel()
+        if n == 0:
             self.batches += 1
             return
+        # The compiled route first (one pass, float32 values on CPU); it
+        # leaves non-finite and tiny sums to the careful route below.
         fast = _onepass.sums(f, q)
-        if fast is not None and math.isfinite(sum(fast)) and not _tiny(*fast):
+        if fast is not None:
             ff, qq, dd, max_abs = fast
-            self.add_sums(f.numel(), ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
-            return
-        q = as_float(q)
+            if math.isfinite(ff + qq + dd + max_abs) and not _tiny(*fast):
+                self.add_sums(n, ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
+                return
+        f = as_float(f.detach())
+        q = as_float(q.detach())
         ff, qq, dd, max_abs = _sums(f, q)
         if not math.isfinite(ff + qq + dd):
             # A NaN or Inf in either value (or a float32 overflow) made the
@@ -121,7 +124,7 @@ class ErrorStats:
             ff, qq, dd, max_abs = _sums(f.double(), q.double())
         # Σfq from the other three: exact algebra, no fourth pass over memory.
         fq = (ff + qq - dd) / 2.0
-        self.add_sums(f.numel(), ff, qq, fq, dd, max_abs)
+        self.add_sums(n, ff, qq, fq, dd, max_abs)
 
     def _update_nonfinite(self, f: torch.Tensor, q: torch.Tensor) -> None:
         """:meth:`update` for values with NaN/Inf, or whose sums overflow float32.
