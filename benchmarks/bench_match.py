@@ -39,6 +39,16 @@ from torch import fx, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# The generated families live in benchmarks/models.py (the suite uses them
+# too); they are imported here under their old names.
+from benchmarks.models import (
+    FAMILIES,
+    BasicBlock,
+    EncoderLayer,
+    ResNetLike,
+    TransformerLike,
+    model_with_about,
+)
 from fxns.graph import build_op_graph
 from fxns.match import Matching, match_graphs
 from fxns.quantize import quiet_torch_ao
@@ -46,117 +56,20 @@ from fxns.trace import trace
 
 DEFAULT_SIZES = (100, 300, 1000, 3000, 10000)
 
-# --- generated models ----------------------------------------------------------
-
-
-class BasicBlock(nn.Module):
-    """conv-bn-relu, conv-bn, optional 1x1 downsample, add, relu: ~9 fx nodes."""
-
-    def __init__(self, channels: int, downsample: bool) -> None:
-        super().__init__()
-        c = channels
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
-            if downsample
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class ResNetLike(nn.Module):
-    """A stem, ``n_blocks`` basic blocks (a downsample every fourth), a head."""
-
-    def __init__(self, n_blocks: int, channels: int = 4) -> None:
-        super().__init__()
-        c = channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()
-        )
-        self.blocks = nn.Sequential(
-            *(BasicBlock(c, downsample=i % 4 == 0) for i in range(n_blocks))
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.blocks(self.stem(x)))
-        return self.fc(torch.flatten(x, 1))
-
-
-class EncoderLayer(nn.Module):
-    """Multi-head self-attention and an MLP, post-norm: ~30 fx nodes."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = 1.0 / math.sqrt(dim // heads)
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, 2 * dim)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(2 * dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        h = self.heads
-
-        def split(y: torch.Tensor) -> torch.Tensor:
-            return y.reshape(b, t, h, d // h).transpose(1, 2)
-
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale
-        attn = torch.matmul(torch.softmax(scores, dim=-1), v)
-        attn = attn.transpose(1, 2).reshape(b, t, d)
-        x = self.norm1(x + self.out(attn))
-        return self.norm2(x + self.fc2(self.act(self.fc1(x))))
-
-
-class TransformerLike(nn.Module):
-    """An input projection, ``n_layers`` encoder layers, a head."""
-
-    def __init__(self, n_layers: int, dim: int = 8, heads: int = 2) -> None:
-        super().__init__()
-        self.embed = nn.Linear(dim, dim)
-        self.layers = nn.Sequential(
-            *(EncoderLayer(dim, heads) for _ in range(n_layers))
-        )
-        self.head = nn.Linear(dim, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layers(self.embed(x)))
-
-
-# Family → (model for a unit count, example input, fx nodes per unit).
-FAMILIES: dict[str, tuple[Callable[[int], nn.Module], Callable[[], torch.Tensor]]] = {
-    "resnet-like": (ResNetLike, lambda: torch.randn(1, 3, 4, 4)),
-    "transformer-like": (TransformerLike, lambda: torch.randn(1, 4, 8)),
-}
-
-
-def model_with_about(family: str, nodes: int) -> tuple[nn.Module, torch.Tensor]:
-    """A model of ``family`` whose traced float graph has about ``nodes`` nodes."""
-    make, example = FAMILIES[family]
-    per_unit = (len(fx.symbolic_trace(make(11)).graph.nodes)) - len(
-        fx.symbolic_trace(make(1)).graph.nodes
-    )
-    fixed = len(fx.symbolic_trace(make(1)).graph.nodes) - per_unit / 10
-    units = max(1, round((nodes - fixed) / (per_unit / 10)))
-    return make(units).eval(), example()
-
+__all__ = [
+    "FAMILIES",
+    "BasicBlock",
+    "EncoderLayer",
+    "ResNetLike",
+    "TransformerLike",
+    "best_of",
+    "fxns_match",
+    "main",
+    "measure",
+    "model_with_about",
+    "quantized",
+    "torch_ns_match",
+]
 
 # --- timing ----------------------------------------------------------------------
 
