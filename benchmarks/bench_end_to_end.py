@@ -53,18 +53,23 @@ import torch
 from torch import nn
 
 from benchmarks.harness import (
+    CLOCKS,
     FULL_SHAPE,
+    KINDS,
     MODELS,
     SMALL_SHAPE,
     Candidate,
     QuantizedModel,
     calls_per_sample,
     environment,
+    input_shape,
     interleaved,
     median,
     print_table,
     quantized_model,
     rss_mb,
+    settle_layout,
+    shape_text,
     write_json,
 )
 from fxns.compare import report_from
@@ -77,7 +82,6 @@ from fxns.trace import trace
 DEFAULT_MODELS = ("resnet18", "mobilenet_v2")
 MODES = ("propagated", "shadow")
 AO_SIDES = ("prepared", "float")
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 FXNS = "fxns"
 AO = "torch.ao.ns"
@@ -177,6 +181,23 @@ class SetupSplit:
         return list(asdict(self).values())
 
 
+@dataclass
+class Settings:
+    """How :func:`bench_model` times (see the command-line options)."""
+
+    repeat: int = 5
+    setup_repeat: int = 3
+    warmup: int = 1
+    sample_seconds: float = 0.5
+    clock: str = "cpu"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        return cls(
+            args.repeat, args.setup_repeat, args.warmup, args.sample_seconds, args.clock
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the tables, and return what was measured."""
     args = _parse(argv)
@@ -189,15 +210,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     splits: list[SetupSplit] = []
     for name in args.models:
         start = time.perf_counter()
-        qm = quantized_model(name, shape, calibration_batches=args.calibration)
+        qm = quantized_model(
+            name, shape, calibration_batches=args.calibration, kind=args.kind
+        )
         print(f"# {name}: quantized in {time.perf_counter() - start:.1f} s")
-        model_rows, split = _bench_model(qm, args, ao_sides)
+        model_rows, split = bench_model(qm, Settings.from_args(args), ao_sides)
         rows.extend(model_rows)
         splits.append(split)
 
+    inputs = sorted({shape_text(input_shape(n, shape)) for n in args.models})
     title = (
-        f"End to end, input {'x'.join(map(str, shape))}, median of {args.repeat} "
-        f"rounds, {torch.get_num_threads()} threads, {args.clock} clock"
+        f"End to end ({args.kind}), input {', '.join(inputs)}, median of "
+        f"{args.repeat} rounds, {torch.get_num_threads()} threads, "
+        f"{args.clock} clock"
     )
     print()
     table = print_table([r.cells() for r in rows], HEADERS, title)
@@ -209,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "end_to_end",
         "environment": environment(),
         "input_shape": list(shape),
+        "kind": args.kind,
         "repeat": args.repeat,
         "setup_repeat": args.setup_repeat,
         "warmup": args.warmup,
@@ -238,6 +264,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(DEFAULT_MODELS),
         choices=sorted(MODELS),
         help="models to measure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="static",
+        help="static or dynamic quantization (default: %(default)s)",
     )
     p.add_argument(
         "--small",
@@ -296,9 +328,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 # --- one model ------------------------------------------------------------------
 
 
-def _bench_model(
-    qm: QuantizedModel, args: argparse.Namespace, ao_sides: Sequence[str]
+def bench_model(
+    qm: QuantizedModel, settings: Settings, ao_sides: Sequence[str] = ("float",)
 ) -> tuple[list[Row], SetupSplit]:
+    """Setup, run and collect of fxns and torch.ao.ns on one quantized model.
+
+    Returns the floor row, one row per (tool, mode), and fxns's setup step
+    by step. ``ao_sides`` says what torch.ao.ns gets as its float side
+    (``"prepared"``, ``"float"``, both or none). fxns's instrumented models
+    are called on the batch until they have chosen their layout before
+    anything is timed; the layout is in the row's note.
+    """
     rows = {(FXNS, mode): Row(qm.name, mode, FXNS) for mode in MODES}
     for side in ao_sides:
         for mode in MODES:
@@ -308,7 +348,7 @@ def _bench_model(
     # built is kept for the run.
     built: dict[tuple[str, str], Any] = {}
     steps: dict[str, list[float]] = {}
-    clock = CLOCKS[args.clock]
+    clock = CLOCKS[settings.clock]
     candidates = [
         Candidate(
             f"{FXNS}|{mode}",
@@ -327,7 +367,7 @@ def _bench_model(
                     may_fail=True,
                 )
             )
-    setup = interleaved(candidates, args.setup_repeat, warmup=0, clock=clock)
+    setup = interleaved(candidates, settings.setup_repeat, warmup=0, clock=clock)
     for key, row in rows.items():
         times = setup.times[f"{key[0]}|{key[1]}"]
         row.setup_times = times
@@ -340,6 +380,13 @@ def _bench_model(
 
     # Run: the floor and every instrumented model that was built, on one batch.
     x = qm.batch
+    # fxns's modules time their first calls to choose a layout: out of the
+    # timed rounds with them.
+    layouts = {
+        key: settle_layout(obj.module, x)
+        for key, obj in built.items()
+        if key[0] == FXNS and not rows[key].note
+    }
     run_candidates = [
         Candidate("float", lambda: qm.float_model(x)),
         Candidate("quant", lambda: qm.quant_model(x)),
@@ -350,12 +397,12 @@ def _bench_model(
         run_candidates.append(_run_candidate(key, obj, x))
     with torch.no_grad():
         number = calls_per_sample(
-            lambda: (qm.float_model(x), qm.quant_model(x)), args.sample_seconds
+            lambda: (qm.float_model(x), qm.quant_model(x)), settings.sample_seconds
         )
         runs = interleaved(
             run_candidates,
-            args.repeat,
-            warmup=args.warmup,
+            settings.repeat,
+            warmup=settings.warmup,
             number=number,
             clock=clock,
         )
@@ -374,7 +421,7 @@ def _bench_model(
         row.ratio = median(row.ratios)
         row.floor_s = median(floor)
         row.layers, row.collect_s = _collect(key, built[key], x, clock)
-        row.note = _note(key, built[key])
+        row.note = _note(key, built[key], layouts.get(key))
 
     floor_row = Row(
         qm.name,
@@ -392,10 +439,15 @@ def _bench_model(
     return [floor_row, *rows.values()], split
 
 
-def _note(key: tuple[str, str], obj: Any) -> str:
+def _note(key: tuple[str, str], obj: Any, layout: tuple[str, int] | None = None) -> str:
     if key[0] == FXNS:
         assert isinstance(obj, Instrumented)
-        return f"{len(obj.skipped)} pairs not shadowed" if obj.skipped else ""
+        notes = []
+        if layout is not None:
+            notes.append(f"layout {layout[0]} after {layout[1]} trial calls")
+        if obj.skipped:
+            notes.append(f"{len(obj.skipped)} pairs not shadowed")
+        return "; ".join(notes)
     if key[0] == AO:
         return "side A runs its observers; keeps every activation"
     return "keeps every activation"

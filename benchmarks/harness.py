@@ -3,14 +3,23 @@
 Each script in ``benchmarks/`` answers one question and builds on these
 pieces:
 
+- :data:`MODELS` names the models (torchvision's, and generated ones from
+  ``benchmarks/models.py``); :func:`input_shape` gives each one's input for
+  an image batch shape;
 - :func:`quantized_model` builds a model with random weights and quantizes it
-  with ``prepare_fx``/``convert_fx``, keeping the prepared model too (the
-  ``torch.ao.ns`` functions take it as the float side);
+  with ``prepare_fx``/``convert_fx`` (static or dynamic), keeping the
+  prepared model too (the ``torch.ao.ns`` functions take it as the float
+  side);
 - :func:`interleaved` times several candidates on a noisy machine: warm-up
   rounds, then rounds of passes that call every candidate once (A B C A B C
   ...), the first one rotating, so that drift and bursts of load from other
   jobs fall on all of them alike;
-- :func:`rss_mb` reads the process's resident memory;
+- :func:`settle_layout` calls an fxns instrumented module until it has
+  chosen its float side's memory layout, so that its trial calls fall
+  outside timed rounds;
+- :func:`rss_mb` reads the process's resident memory, and
+  :func:`kept_tensor_bytes` what a model keeps in tensors besides its
+  parameters and buffers;
 - :func:`print_table` and :func:`write_json` give the results out.
 
 Run the scripts as modules from the repository root, e.g.
@@ -39,7 +48,9 @@ from torch import fx, nn
 from fxns.quantize import quiet_torch_ao
 
 __all__ = [
+    "CLOCKS",
     "FULL_SHAPE",
+    "KINDS",
     "MODELS",
     "SMALL_SHAPE",
     "Candidate",
@@ -48,17 +59,32 @@ __all__ = [
     "calls_per_sample",
     "environment",
     "first_line",
+    "input_shape",
     "interleaved",
+    "kept_tensor_bytes",
     "median",
     "print_table",
     "quantized_model",
     "rss_mb",
+    "settle_layout",
+    "shape_text",
     "write_json",
 ]
 
 # Input shapes: ImageNet-sized batches, and a small one for quick runs.
 FULL_SHAPE = (8, 3, 224, 224)
 SMALL_SHAPE = (2, 3, 64, 64)
+
+# What the scripts' --clock chooses: wall time, or the CPU time of this
+# process (steady on a shared machine when torch runs one thread).
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "cpu": time.process_time,
+}
+
+# Quantization kinds: static (weights and activations, calibrated) or
+# dynamic (weights only; activations quantized on the fly: Linear, LSTM).
+KINDS = ("static", "dynamic")
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:
@@ -79,14 +105,64 @@ def _demo() -> nn.Module:
     return DemoNet()
 
 
+def _resnet_like() -> nn.Module:
+    from benchmarks.models import StagedResNetLike
+
+    return StagedResNetLike()
+
+
+def _transformer_like() -> nn.Module:
+    from benchmarks.models import TransformerLike
+
+    return TransformerLike(17, dim=TRANSFORMER_DIM, heads=4)
+
+
+def _lstm_like() -> nn.Module:
+    from benchmarks.models import LSTMLike
+
+    return LSTMLike(dim=TRANSFORMER_DIM)
+
+
+# The generated models of realistic width: about 500 fx nodes each.
+TRANSFORMER_DIM = 128
+SEQUENCE = 64
+
 # Model name → factory of the float model (random weights).
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet50": _torchvision("resnet50"),
     "mobilenet_v2": _torchvision("mobilenet_v2"),
     "mobilenet_v3_large": _torchvision("mobilenet_v3_large"),
+    "resnet-like": _resnet_like,
+    "transformer-like": _transformer_like,
+    "lstm-like": _lstm_like,
     "demo": _demo,
 }
+
+# Models that do not take images: their input for an image batch shape
+# (the batch size is kept).
+_INPUTS: dict[str, Callable[[Sequence[int]], tuple[int, ...]]] = {
+    "transformer-like": lambda s: (s[0], SEQUENCE, TRANSFORMER_DIM),
+    "lstm-like": lambda s: (SEQUENCE, s[0], TRANSFORMER_DIM),
+}
+
+
+def input_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """The input shape of model ``name`` for the image batch shape ``shape``.
+
+    Example:
+        >>> input_shape("transformer-like", (2, 3, 64, 64))
+        (2, 64, 128)
+        >>> input_shape("resnet18", (2, 3, 64, 64))
+        (2, 3, 64, 64)
+    """
+    make = _INPUTS.get(name)
+    return tuple(shape) if make is None else make(shape)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``2x3x64x64``."""
+    return "x".join(map(str, shape))
 
 
 @dataclass
@@ -101,6 +177,8 @@ class QuantizedModel:
     quant_model: fx.GraphModule
     # The batch every timed run uses.
     batch: torch.Tensor
+    # "static" or "dynamic".
+    kind: str = "static"
 
 
 def quantized_model(
@@ -109,31 +187,49 @@ def quantized_model(
     calibration_batches: int = 3,
     backend: str = "x86",
     seed: int = 0,
+    kind: str = "static",
 ) -> QuantizedModel:
     """``MODELS[name]`` with random weights, quantized for ``backend``.
+
+    ``shape`` is an image batch shape; models that take other inputs get
+    :func:`input_shape`'s. ``kind`` is ``"static"`` (the backend's default
+    qconfig mapping, calibrated on ``calibration_batches`` random batches)
+    or ``"dynamic"`` (``default_dynamic_qconfig`` everywhere: Linear and
+    LSTM layers get int8 weights, the rest stays float).
 
     This does what ``fxns.quantize.quantize_fx`` does, and keeps the prepared
     model, which ``torch.ao.ns`` needs.
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization import (
+        QConfigMapping,
+        default_dynamic_qconfig,
+        get_default_qconfig_mapping,
+    )
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    shape = input_shape(name, shape)
     torch.manual_seed(seed)
     model = MODELS[name]().eval()
     g = torch.Generator().manual_seed(seed)
     batches = [
-        torch.randn(tuple(shape), generator=g) for _ in range(calibration_batches)
+        torch.randn(tuple(shape), generator=g)
+        for _ in range(max(1, calibration_batches))
     ]
+    mapping = (
+        get_default_qconfig_mapping(backend)
+        if kind == "static"
+        else QConfigMapping().set_global(default_dynamic_qconfig)
+    )
     with quiet_torch_ao():
-        prepared = prepare_fx(
-            copy.deepcopy(model), get_default_qconfig_mapping(backend), (batches[0],)
-        )
+        prepared = prepare_fx(copy.deepcopy(model), mapping, (batches[0],))
         with torch.no_grad():
             for b in batches:
                 prepared(b)
         quant = convert_fx(copy.deepcopy(prepared))
     batch = torch.randn(tuple(shape), generator=g)
-    return QuantizedModel(name, model, prepared.eval(), quant.eval(), batch)
+    return QuantizedModel(name, model, prepared.eval(), quant.eval(), batch, kind)
 
 
 @dataclass
@@ -222,6 +318,72 @@ def calls_per_sample(fn: Callable[[], Any], min_seconds: float = 0.5) -> int:
     fn()
     once = time.perf_counter() - start
     return max(1, math.ceil(min_seconds / max(once, 1e-6)))
+
+
+def settle_layout(module: nn.Module, *args: Any, limit: int = 8) -> tuple[str, int]:
+    """Call an fxns instrumented module until it has chosen its layout.
+
+    fxns's instrumented modules time their first calls (at most six) to
+    choose the memory layout of their float side (``fxns.layout``). Calling
+    the module on the timed batch until ``module.fxns_layout.decided`` keeps
+    those trial calls out of timed rounds. Returns the layout chosen (or
+    ``"fixed"`` for a module without the choice, ``"undecided"`` if
+    ``limit`` calls did not settle it) and the number of calls made.
+    """
+    layout = getattr(module, "fxns_layout", None)
+    if layout is None or not hasattr(layout, "decided"):
+        return "fixed", 0
+    calls = 0
+    with torch.no_grad():
+        while not layout.decided and calls < limit:
+            module(*args)
+            calls += 1
+    return (str(layout.layout) if layout.decided else "undecided"), calls
+
+
+def kept_tensor_bytes(*models: nn.Module) -> int:
+    """Bytes of the tensors ``models`` hold besides parameters and buffers.
+
+    Walks every submodule's attributes (lists, tuples, dicts and plain
+    objects within them, a few levels deep): what loggers keep of the
+    activations they saw, and constants a traced graph holds. Each tensor
+    storage is counted once.
+    """
+    seen: set[int] = set()
+    total = 0
+
+    def visit(value: Any, depth: int) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:
+                nbytes = value.numel() * value.element_size()
+                key = id(value)
+            else:
+                storage = value.untyped_storage()
+                nbytes, key = storage.nbytes(), storage.data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += nbytes
+            return
+        if depth <= 0 or isinstance(value, nn.Module | str | bytes | int | float):
+            return
+        if isinstance(value, dict):
+            for v in value.values():
+                visit(v, depth - 1)
+        elif isinstance(value, list | tuple | set):
+            for v in value:
+                visit(v, depth - 1)
+        elif hasattr(value, "__dict__"):
+            for v in vars(value).values():
+                visit(v, depth - 1)
+
+    skip = {"_parameters", "_buffers", "_modules"}
+    for model in models:
+        for m in model.modules():
+            for key, value in vars(m).items():
+                if key not in skip and not key.startswith("_forward"):
+                    visit(value, 4)
+    return total
 
 
 def first_line(err: BaseException, limit: int = 120) -> str:
