@@ -135,6 +135,12 @@ class Row:
     collect_s: float = math.nan
     # "failed: ..." or what to know about the figures.
     note: str = ""
+    # The layers with a number (fxns: report rows; torch.ao.ns: the keys of
+    # its extracted results).
+    layer_names: list[str] = field(default_factory=list)
+    # fxns: matched pairs, and those left without a probe or shadow.
+    pairs: int | None = None
+    not_instrumented: int | None = None
     # Per-round raw timings, for the JSON.
     setup_times: list[float] = field(default_factory=list)
     run_times: list[float] = field(default_factory=list)
@@ -420,7 +426,11 @@ def bench_model(
         row.ratios = [t / f for t, f in zip(row.run_times, floor, strict=True)]
         row.ratio = median(row.ratios)
         row.floor_s = median(floor)
-        row.layers, row.collect_s = _collect(key, built[key], x, clock)
+        row.layer_names, row.collect_s = _collect(key, built[key], x, clock)
+        row.layers = len(row.layer_names)
+        if key[0] == FXNS:
+            row.pairs = len(built[key].pairs)
+            row.not_instrumented = len(built[key].skipped)
         row.note = _note(key, built[key], layouts.get(key))
 
     floor_row = Row(
@@ -540,14 +550,14 @@ def _clear_loggers(models: Sequence[nn.Module]) -> None:
 
 def _collect(
     key: tuple[str, str], obj: Any, x: torch.Tensor, clock: Callable[[], float]
-) -> tuple[int, float]:
+) -> tuple[list[str], float]:
     """Layers with a number, and the seconds it takes to get them."""
     if key[0] == FXNS:
         assert isinstance(obj, Instrumented)
         start = clock()
         report = report_from(obj)
         elapsed = clock() - start
-        return sum(1 for r in report.rows if r.metrics), elapsed
+        return [r.name for r in report.rows if r.metrics], elapsed
 
     import torch.ao.ns._numeric_suite_fx as ns
     from torch.ao.ns.fx.utils import compute_sqnr
@@ -565,7 +575,7 @@ def _collect(
     ns.extend_logger_results_with_comparison(results, "a", "b", compute_sqnr, "sqnr")
     elapsed = clock() - start
     _clear_loggers(models)
-    return len(results), elapsed
+    return list(results), elapsed
 
 
 def _split(

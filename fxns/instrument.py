@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import InstrumentError
 from .graph import OpGraph, node_args
@@ -65,6 +66,13 @@ FLOAT_PREFIX = "f"
 QUANT_PREFIX = "q"
 PROBE_PREFIX = "fxns_probe_"
 _NOT_IDENTIFIER = re.compile(r"\W")
+# Conv module types whose following batch norm a shadow folds in, and that
+# batch norm's type.
+_FOLDABLE: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+}
 # The submodule that sets the float side's memory layout (fxns.layout).
 LAYOUT = "fxns_layout"
 
@@ -570,10 +578,60 @@ class _Shadow:
                     self._value(arg, consumer=node)
 
     def emit(self) -> fx.Node:
-        """Emit the float nodes of the pair; return the node of its output."""
+        """Emit the float nodes of the pair; return the node of its output.
+
+        Where the quantized op has a batch norm folded into its conv, the
+        shadow runs the float conv with the same batch norm folded in
+        (:meth:`_folds`): the same numbers up to float rounding, and no
+        separate batch-norm pass over the activations.
+        """
+        folds = self._folds()
+        folded_convs = {conv for conv, _ in folds.values()}
         for name in self.pair.float_nodes:
-            self._copy(self.fg.fx_node(name), inside=True)
+            if name in folded_convs:
+                continue
+            node = self.fg.fx_node(name)
+            if name in folds:
+                self._copy_folded(node, *folds[name])
+            else:
+                self._copy(node, inside=True)
         return self.env[self.pair.float_nodes[-1]]
+
+    def _folds(self) -> dict[str, tuple[str, nn.Module]]:
+        """Batch norm node → (its conv node, the conv with it folded in).
+
+        For each ``nn.ConvNd`` module node of the pair followed by an
+        ``nn.BatchNormNd`` module node that is its only reader, when the
+        quantized side has no batch norm of its own (quantization folded it)
+        and both modules are in eval mode with running statistics.
+        """
+        if "batch_norm" in self.pair.quant_kind.split("+"):
+            return {}
+        folds: dict[str, tuple[str, nn.Module]] = {}
+        nodes = self.pair.float_nodes
+        for conv_name, bn_name in itertools.pairwise(nodes):
+            conv, bn = self.fg.fx_node(conv_name), self.fg.fx_node(bn_name)
+            if not (
+                conv.op == bn.op == "call_module"
+                and len(conv.args) == 1
+                and not conv.kwargs
+                and bn.args == (conv,)
+                and not bn.kwargs
+                and list(conv.users) == [bn]
+            ):
+                continue
+            folded = self.b.folded(str(conv.target), str(bn.target))
+            if folded is not None:
+                folds[bn_name] = (conv_name, folded)
+        return folds
+
+    def _copy_folded(self, bn: fx.Node, conv_name: str, folded: nn.Module) -> None:
+        conv = self.fg.fx_node(conv_name)
+        target = self.b.folded_target(str(conv.target), str(bn.target), folded)
+        source = self._value(conv.args[0], consumer=conv)  # type: ignore[arg-type]
+        new = self.b.graph.call_module(target, (source,))
+        self.created.append(new)
+        self.env[bn.name] = new
 
     def roll_back(self) -> None:
         """Remove every node this shadow emitted."""
@@ -763,12 +821,45 @@ class _GraphBuilder:
         # (prefix, target in its own model) → its flat name in the new root.
         self.flat_targets: dict[tuple[str, str], str] = {}
         self.flat_names: set[str] = set()
+        # (conv, batch norm) targets → the conv with the batch norm folded in.
+        self.folded_modules: dict[tuple[str, str], nn.Module | None] = {}
         self.f_modules = dict(fg.gm.named_modules(remove_duplicate=False))
         self.q_modules = dict(qg.gm.named_modules(remove_duplicate=False))
 
     def add_module(self, target: str, module: nn.Module) -> str:
         self.root[target] = module
         return target
+
+    def folded(self, conv_target: str, bn_target: str) -> nn.Module | None:
+        """A copy of the float model's conv with its batch norm folded in, or
+        ``None`` when these modules are not a conv and a batch norm that fold
+        (see :meth:`_Shadow._folds`)."""
+        key = (conv_target, bn_target)
+        if key not in self.folded_modules:
+            conv, bn = self.f_modules[conv_target], self.f_modules[bn_target]
+            folded = None
+            if (
+                type(conv) in _FOLDABLE
+                and type(bn) is _FOLDABLE[type(conv)]
+                and not (conv.training or bn.training)
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            ):
+                with torch.no_grad():
+                    folded = fuse_conv_bn_eval(conv, bn)  # a copy: conv is unchanged
+                folded._forward_hooks.clear()
+                folded._forward_pre_hooks.clear()
+            self.folded_modules[key] = folded
+        return self.folded_modules[key]
+
+    def folded_target(self, conv_target: str, bn_target: str, folded: nn.Module) -> str:
+        """The name of ``folded`` in the new root, registered on first use."""
+        name = f"{FLOAT_PREFIX}_{_NOT_IDENTIFIER.sub('_', conv_target)}_folded"
+        if self.root.get(name) is not folded:
+            while name in self.root:
+                name += "_"
+            self.root[name] = folded
+        return name
 
     def copy_inputs(self) -> None:
         """The float model's inputs; the quantized model reads the same ones.
