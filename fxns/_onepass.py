@@ -280,23 +280,6 @@ def _transpose_kernel(ky: Any) -> Callable[..., Any]:
     return transpose  # type: ignore[no-any-return]
 
 
-# A tensor as the kernels read it: (address, element type, zero point, scale).
-_Side = tuple[int, Any, float, float]
-
-_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
-
-
-def _side(t: torch.Tensor, kinds: dict[torch.dtype, Any]) -> _Side | None:
-    kind = kinds.get(t.dtype)
-    if kind is None or not t.is_cpu:
-        return None
-    if not t.is_quantized:
-        return t.data_ptr(), kind, 0.0, 1.0
-    if t.qscheme() not in _PER_TENSOR:
-        return None
-    return t.data_ptr(), kind, float(t.q_zero_point()), float(t.q_scale())
-
-
 def _layout(t: torch.Tensor) -> str | None:
     """ "flat" when ``t`` is contiguous, "nhwc" when it is channels-last (and
     not contiguous), else ``None``."""
@@ -305,6 +288,14 @@ def _layout(t: torch.Tensor) -> str | None:
     if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
         return "nhwc"
     return None
+
+
+def _scale(t: torch.Tensor) -> tuple[float, float] | None:
+    """(zero point, scale) of a per-tensor quantized ``t``; ``None`` otherwise."""
+    try:
+        return float(t.q_zero_point()), float(t.q_scale())
+    except RuntimeError:  # per-channel: no single scale
+        return None
 
 
 def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] | None:
@@ -324,22 +315,29 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
     kernels = _kernels if _tried else _load()
     if kernels is None or f.dtype is not torch.float32:
         return None
-    a = _side(f, kernels.kinds)
-    b = _side(q, kernels.kinds)
-    if a is None or b is None:
+    kind = kernels.kinds.get(q.dtype)
+    if kind is None or not (f.is_cpu and q.is_cpu):
         return None
-    la, lb = _layout(f), _layout(q)
-    if la is None or lb is None:
+    zq, sq = 0.0, 1.0
+    if q.dtype is not torch.float32:
+        scale = _scale(q)
+        if scale is None:
+            return None
+        zq, sq = scale
+    f32 = kernels.kinds[torch.float32]
+    lf, lq = _layout(f), _layout(q)
+    if lf is None or lq is None:
         return None
-    if la == lb:
-        flat = kernels.sums(a[1], b[1])[0]
-        return flat(a[0], b[0], f.numel(), a[2], a[3], b[2], b[3])  # type: ignore[no-any-return]
-    # One side contiguous (N, C, H, W), the other channels-last.
-    x, y = (a, b) if la == "flat" else (b, a)
-    mixed = kernels.sums(x[1], y[1])[1]
+    if lf == lq:
+        flat = kernels.sums(f32, kind)[0]
+        return flat(f.data_ptr(), q.data_ptr(), f.numel(), 0.0, 1.0, zq, sq)  # type: ignore[no-any-return]
     n, c, h, w = f.shape
-    xx, yy, dd, top = mixed(x[0], y[0], n, c, h * w, x[2], x[3], y[2], y[3])
-    return (xx, yy, dd, top) if la == "flat" else (yy, xx, dd, top)
+    if lf == "flat":  # f contiguous (N, C, H, W), q channels-last
+        mixed = kernels.sums(f32, kind)[1]
+        return mixed(f.data_ptr(), q.data_ptr(), n, c, h * w, 0.0, 1.0, zq, sq)  # type: ignore[no-any-return]
+    mixed = kernels.sums(kind, f32)[1]
+    qq, ff, dd, top = mixed(q.data_ptr(), f.data_ptr(), n, c, h * w, zq, sq, 0.0, 1.0)
+    return ff, qq, dd, top
 
 
 def dequantize_to(value: torch.Tensor, contiguous: bool) -> torch.Tensor:
@@ -359,11 +357,12 @@ def dequantize_to(value: torch.Tensor, contiguous: bool) -> torch.Tensor:
     if not contiguous or _layout(value) != "nhwc":
         return value.dequantize()
     kernels = _load()
-    side = None if kernels is None else _side(value, kernels.kinds)
-    if kernels is None or side is None:
+    kind = None if kernels is None else kernels.kinds.get(value.dtype)
+    scale = _scale(value)
+    if kernels is None or kind is None or scale is None or not value.is_cpu:
         return value.dequantize().contiguous()
     n, c, h, w = value.shape
     out = torch.empty((n, c, h, w), dtype=torch.float32)
-    address, kind, zero_point, scale = side
-    kernels.transpose(kind)(address, out.data_ptr(), n, c, h * w, zero_point, scale)
+    transpose = kernels.transpose(kind)
+    transpose(value.data_ptr(), out.data_ptr(), n, c, h * w, *scale)
     return out
