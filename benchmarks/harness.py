@@ -222,7 +222,9 @@ def quantized_model(
         if kind == "static"
         else QConfigMapping().set_global(default_dynamic_qconfig)
     )
-    with quiet_torch_ao():
+    with quiet_torch_ao(), warnings.catch_warnings():
+        # Dynamic LSTMs: "To copy construct from a tensor ..." from torch.ao.
+        warnings.filterwarnings("ignore", message="To copy construct from a tensor")
         prepared = prepare_fx(copy.deepcopy(model), mapping, (batches[0],))
         with torch.no_grad():
             for b in batches:
