@@ -174,7 +174,7 @@ def run_memory(
         print(
             f"# {row.tool} {row.mode} ({row.via}): "
             + (row.note or f"{row.growth_mb():+.1f} MB over {row.batches} batches")
-            + f", {row.seconds:.1f} s",
+            + ("" if math.isnan(row.seconds) else f", {row.seconds:.1f} s"),
             flush=True,
         )
     headers = (
@@ -294,12 +294,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             yield torch.randn(shape, generator=g)
             # The consumer asks for the next batch once batch i has run.
             seen = i
-            if i in marks:
+            over = rss_mb() > limit
+            if i in marks or over:
                 gc.collect()
                 rss[i] = rss_mb()
                 if holders:
                     kept[i] = kept_tensor_bytes(*holders) / 2**20
-                if rss[i] > limit and i != marks[-1]:
+                if over and i != marks[-1]:
                     raise _Stop
 
     def loop(*models: torch.nn.Module) -> Callable[[], None]:
@@ -348,7 +349,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         with contextlib.redirect_stdout(io.StringIO()):
             run()
     except _Stop:
-        note = f"stopped after {seen} batches: RSS over {limit:.0f} MB"
+        note = (
+            f"stopped after {seen} batches: RSS over {limit:.0f} MB; the last "
+            "figures are for that batch"
+        )
     except Exception as err:
         note = f"failed: {first_line(err)}"
     return {
