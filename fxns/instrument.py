@@ -52,6 +52,7 @@ from .ops import WEIGHT_ONLY_KINDS, Role
 from .stats import ErrorStats
 
 __all__ = [
+    "FoldedConv",
     "Instrumented",
     "Probe",
     "build_logger_pair",
@@ -846,9 +847,10 @@ class _GraphBuilder:
                 and bn.running_var is not None
             ):
                 with torch.no_grad():
-                    folded = fuse_conv_bn_eval(conv, bn)  # a copy: conv is unchanged
-                folded._forward_hooks.clear()
-                folded._forward_pre_hooks.clear()
+                    fused = fuse_conv_bn_eval(conv, bn)  # a copy: conv is unchanged
+                fused._forward_hooks.clear()
+                fused._forward_pre_hooks.clear()
+                folded = FoldedConv(fused)
             self.folded_modules[key] = folded
         return self.folded_modules[key]
 
@@ -948,6 +950,50 @@ class _GraphBuilder:
         # objects, and .eval() would change their flags.
         gm.training = False
         return gm
+
+
+class FoldedConv(nn.Module):
+    """A shadow's conv with its batch norm folded in (a copy, made by fxns).
+
+    Its weight follows the memory format of its input: a channels-last input
+    gets a channels-last copy of the weight (a float conv with a contiguous
+    weight reorders it on every call, which at small sizes costs more than
+    the conv). Once the instrumented model has chosen its layout
+    (:mod:`fxns.layout`), :meth:`fxns_settle` drops the copy it will not use.
+
+    Example:
+        >>> conv = FoldedConv(nn.Conv2d(3, 4, 1))
+        >>> x = torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last)
+        >>> conv(x).shape
+        torch.Size([1, 4, 2, 2])
+    """
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        # Weight by "is the input channels-last"; the contiguous one is the
+        # conv's own.
+        self.weights: dict[bool, torch.Tensor] = {False: conv.weight}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = (
+            x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        weight = self.weights.get(channels_last)
+        if weight is None:
+            weight = self.conv.weight.detach().contiguous(
+                memory_format=torch.channels_last
+            )
+            self.weights[channels_last] = weight
+        return self.conv._conv_forward(x, weight, self.conv.bias)  # type: ignore[operator]
+
+    def fxns_settle(self, layout: str) -> None:
+        """Keep only the weight that inputs in ``layout`` use."""
+        keep = layout == "channels_last"
+        if keep in self.weights:
+            self.weights = {keep: self.weights[keep]}
 
 
 def model_dtype(gm: nn.Module) -> torch.dtype | None:

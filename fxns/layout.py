@@ -235,10 +235,17 @@ class TunedGraphModule(fx.GraphModule):
         layout = self._modules.get("fxns_layout")
         if not isinstance(layout, FloatLayout) or layout.decided:
             return super().__call__(*args, **kwargs)
-        return layout.trial(
+        out = layout.trial(
             lambda: super(TunedGraphModule, self).__call__(*args, **kwargs),
             self._save_state,
         )
+        if layout.decided:
+            # Submodules that keep something per layout keep one.
+            for m in self.modules():
+                settle = getattr(m, "fxns_settle", None)
+                if callable(settle):
+                    settle(layout.layout)
+        return out
 
     def _save_state(self) -> Callable[[], None]:
         """Save what every probe has accumulated; return what puts it back.
