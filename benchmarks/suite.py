@@ -362,7 +362,7 @@ def _cases(args: argparse.Namespace) -> list[tuple[str, str]]:
     defaults = QUICK_CASES if args.quick else DEFAULT_CASES
     if args.models is None:
         return [(m, k) for m, k in defaults if args.kinds is None or k in args.kinds]
-    cases = []
+    cases: list[tuple[str, str]] = []
     for model in args.models:
         kinds = args.kinds or [k for m, k in DEFAULT_CASES if m == model] or ["static"]
         cases.extend((model, k) for k in KINDS if k in kinds)
@@ -467,13 +467,7 @@ def _inputs(shape: Sequence[int], models: Sequence[str]) -> dict[tuple[int, ...]
 
 
 def _model_cells(row: dict[str, Any]) -> list[Any]:
-    r = e2e.Row(
-        **{
-            k: v
-            for k, v in row.items()
-            if k in e2e.Row.__dataclass_fields__  # type: ignore[attr-defined]
-        }
-    )
+    r = e2e.Row(**{k: v for k, v in row.items() if k in e2e.Row.__dataclass_fields__})
     cells = r.cells()
     return [cells[0], row["kind"], *cells[1:]]
 

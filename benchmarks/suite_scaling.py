@@ -119,7 +119,7 @@ def run_scaling(
             )
             gc.collect()
     table = print_table([r.cells() for r in rows], HEADERS, title)
-    growth = []
+    growth: list[dict[str, Any]] = []
     for family in families:
         mine = [r for r in rows if r.family == family]
         theirs = [r for r in mine if not math.isnan(r.ao_s)]
