@@ -724,7 +724,7 @@ def _run_target(models: dict[str, Any] | None, mode: str, limit_x: float) -> Tar
     worst = max(measured, key=lambda r: r["ratio"])
     value = worst["ratio"]
     met = value <= limit_x and not failed
-    notes = [f"{len(measured)} model(s); {_layout(worst['note'])}"]
+    notes = [f"worst of {len(measured)} model+kind cases; {_layout(worst['note'])}"]
     if failed:
         notes.append(
             "failed on " + ", ".join(f"{r['model']} {r['kind']}" for r in failed)
@@ -768,7 +768,7 @@ def _memory_target(memory: dict[str, Any] | None) -> Target:
     ao = [
         r for r in memory["rows"] if r["tool"] != "fxns" and not math.isnan(r["ratio"])
     ]
-    notes = [f"{memory['model']}, {len(measured)} fxns way(s)"]
+    notes = [f"{memory['model']}; worst of {len(measured)} fxns ways"]
     if ao:
         top = max(ao, key=lambda r: r["ratio"])
         notes.append(f"torch.ao.ns {top['mode']}: {top['ratio']:.2f}")
