@@ -31,7 +31,15 @@ Usage (from the repository root)::
 
 Timing follows ``bench_end_to_end``: one torch thread and the CPU time of
 this process by default (steady on a shared machine), candidates called in
-turn round by round, medians of per-round ratios.
+turn round by round, medians of per-round ratios. fxns's instrumented
+modules choose their float side's memory layout by timing their first calls;
+each is called on the batch until it has chosen before anything is timed,
+and the layout is in its row's note.
+
+Run time, estimated from per-model runs at the smallest settings on the
+2-core development machine: about 12 minutes by default (models 7, scaling
+up to 10,000 nodes 3 to 4, memory 1 to 2), well over 20 with ``--full``;
+``--quick`` about 30 seconds.
 """
 
 from __future__ import annotations
@@ -440,11 +448,7 @@ def _models_section(args: argparse.Namespace, shape: Sequence[int]) -> dict[str,
     )
     print()
     split_table = print_table(
-        [
-            [s["model"], s["kind"], *list(s.values())[1:-1]]
-            for s in splits
-            if s is not None
-        ],
+        [[s["model"], s["kind"], *list(s.values())[1:-1]] for s in splits],
         ("model", "kind", *e2e.SETUP_HEADERS[1:]),
         "fxns setup, step by step (median ms)",
     )
