@@ -327,7 +327,12 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
     f32 = kernels.kinds[torch.float32]
     lf, lq = _layout(f), _layout(q)
     if lf is None or lq is None:
-        return None
+        # Other strides (transposed or sliced views): one layout for both.
+        # The copies cost less than the general route's passes.
+        if lf is None and lq is None and _same_dense_order(f, q):
+            lf = lq = "dense"
+        else:
+            f, q, lf, lq = f.contiguous(), q.contiguous(), "flat", "flat"
     if lf == lq:
         flat = kernels.sums(f32, kind)[0]
         return flat(f.data_ptr(), q.data_ptr(), f.numel(), 0.0, 1.0, zq, sq)  # type: ignore[no-any-return]
@@ -338,6 +343,16 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
     mixed = kernels.sums(kind, f32)[1]
     qq, ff, dd, top = mixed(q.data_ptr(), f.data_ptr(), n, c, h * w, zq, sq, 0.0, 1.0)
     return ff, qq, dd, top
+
+
+def _same_dense_order(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (same shape) put every element at the same
+    offset of a dense block of memory: their elements, read in memory order,
+    then pair up one to one."""
+    if a.stride() != b.stride():
+        return False
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.stride(), strict=True))
+    return span == a.numel() and all(s > 0 for s in a.stride())
 
 
 def dequantize_to(value: torch.Tensor, contiguous: bool) -> torch.Tensor:
