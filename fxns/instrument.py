@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .errors import InstrumentError
 from .graph import OpGraph, node_args
@@ -832,9 +832,9 @@ class _GraphBuilder:
         return target
 
     def folded(self, conv_target: str, bn_target: str) -> nn.Module | None:
-        """A copy of the float model's conv with its batch norm folded in, or
-        ``None`` when these modules are not a conv and a batch norm that fold
-        (see :meth:`_Shadow._folds`)."""
+        """The float model's conv with its batch norm folded in (a
+        :class:`FoldedConv`), or ``None`` when these modules are not a conv
+        and a batch norm that fold (see :meth:`_Shadow._folds`)."""
         key = (conv_target, bn_target)
         if key not in self.folded_modules:
             conv, bn = self.f_modules[conv_target], self.f_modules[bn_target]
@@ -846,11 +846,7 @@ class _GraphBuilder:
                 and bn.running_mean is not None
                 and bn.running_var is not None
             ):
-                with torch.no_grad():
-                    fused = fuse_conv_bn_eval(conv, bn)  # a copy: conv is unchanged
-                fused._forward_hooks.clear()
-                fused._forward_pre_hooks.clear()
-                folded = FoldedConv(fused)
+                folded = FoldedConv(conv, bn)
             self.folded_modules[key] = folded
         return self.folded_modules[key]
 
@@ -953,27 +949,33 @@ class _GraphBuilder:
 
 
 class FoldedConv(nn.Module):
-    """A shadow's conv with its batch norm folded in (a copy, made by fxns).
+    """A float conv with the batch norm after it folded in, for a shadow.
 
-    Its weight follows the memory format of its input: a channels-last input
-    gets a channels-last copy of the weight (a float conv with a contiguous
-    weight reorders it on every call, which at small sizes costs more than
-    the conv). Once the instrumented model has chosen its layout
-    (:mod:`fxns.layout`), :meth:`fxns_settle` drops the copy it will not use.
+    The float model's ``conv`` and ``bn`` are read, never changed: the folded
+    weight and bias are fxns's own tensors, computed on the first call (so
+    that building the instrumented model stays quick) and used with the
+    conv's own stride, padding and groups.
+
+    The weight follows the memory format of the input: a channels-last input
+    gets a channels-last copy (a float conv with a contiguous weight reorders
+    it on every call, which at small sizes costs more than the conv). Once
+    the instrumented model has chosen its layout (:mod:`fxns.layout`),
+    :meth:`fxns_settle` drops the copy it will not use.
 
     Example:
-        >>> conv = FoldedConv(nn.Conv2d(3, 4, 1))
+        >>> conv = FoldedConv(nn.Conv2d(3, 4, 1).eval(), nn.BatchNorm2d(4).eval())
         >>> x = torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last)
         >>> conv(x).shape
         torch.Size([1, 4, 2, 2])
     """
 
-    def __init__(self, conv: nn.Module) -> None:
+    def __init__(self, conv: nn.Module, bn: nn.Module) -> None:
         super().__init__()
         self.conv = conv
-        # Weight by "is the input channels-last"; the contiguous one is the
-        # conv's own.
-        self.weights: dict[bool, torch.Tensor] = {False: conv.weight}
+        self.bn = bn
+        # Folded weight by "is the input channels-last", and the folded bias.
+        self.weights: dict[bool, torch.Tensor] = {}
+        self.bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = (
@@ -983,11 +985,34 @@ class FoldedConv(nn.Module):
         )
         weight = self.weights.get(channels_last)
         if weight is None:
-            weight = self.conv.weight.detach().contiguous(
-                memory_format=torch.channels_last
-            )
-            self.weights[channels_last] = weight
-        return self.conv._conv_forward(x, weight, self.conv.bias)  # type: ignore[operator]
+            weight = self._fold(channels_last)
+        return self.conv._conv_forward(x, weight, self.bias)  # type: ignore[operator]
+
+    def _fold(self, channels_last: bool) -> torch.Tensor:
+        with torch.no_grad():
+            if self.bias is None or not self.weights:
+                conv, bn = self.conv, self.bn
+                weight, bias = fuse_conv_bn_weights(
+                    conv.weight,
+                    conv.bias,
+                    bn.running_mean,
+                    bn.running_var,
+                    bn.eps,
+                    bn.weight,
+                    bn.bias,
+                )
+                self.bias = bias.detach()
+                self.weights[False] = weight.detach()
+            if channels_last not in self.weights:
+                any_weight = next(iter(self.weights.values()))
+                self.weights[channels_last] = any_weight.contiguous(
+                    memory_format=(
+                        torch.channels_last
+                        if channels_last
+                        else torch.contiguous_format
+                    )
+                )
+        return self.weights[channels_last]
 
     def fxns_settle(self, layout: str) -> None:
         """Keep only the weight that inputs in ``layout`` use."""
