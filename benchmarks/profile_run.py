@@ -334,12 +334,13 @@ def _capture(inst: Instrumented, x: torch.Tensor) -> list[tuple[torch.Tensor, An
             # do not work in place, so the value itself can be kept.
             seen.append((_keep(f), q if q.is_quantized else _keep(q)))
 
-    Probe.forward = record  # type: ignore[method-assign]
+    # A probe's __call__ is its forward (fxns.instrument.Probe): patch both.
+    Probe.forward = Probe.__call__ = record  # type: ignore[method-assign,assignment]
     try:
         with torch.no_grad():
             inst.module(x)
     finally:
-        Probe.forward = original  # type: ignore[method-assign]
+        Probe.forward = Probe.__call__ = original  # type: ignore[method-assign,assignment]
     return seen
 
 

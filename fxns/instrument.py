@@ -125,6 +125,10 @@ class Probe(nn.Module):
         except (ValueError, RuntimeError) as err:
             self.error = f"not compared: {err}"
 
+    # Called hundreds of times a batch: straight to forward, past nn.Module's
+    # hook machinery (an fxns module that nothing hooks).
+    __call__ = forward
+
     @property
     def batches(self) -> int:
         """How many times values were compared."""
@@ -760,6 +764,10 @@ class SideLogger(nn.Module):
         self.exchange.put(self.side, self.name, value)
         return value
 
+    # Called hundreds of times a batch: straight to forward, past nn.Module's
+    # hook machinery (an fxns module that nothing hooks).
+    __call__ = forward
+
 
 def build_logger_pair(matching: Matching) -> tuple[fx.GraphModule, fx.GraphModule]:
     """Two models, float and quantized, each logging its side of every pair.
@@ -987,6 +995,10 @@ class FoldedConv(nn.Module):
         if weight is None:
             weight = self._fold(channels_last)
         return self.conv._conv_forward(x, weight, self.bias)  # type: ignore[operator]
+
+    # Called hundreds of times a batch: straight to forward, past nn.Module's
+    # hook machinery (an fxns module that nothing hooks).
+    __call__ = forward
 
     def _fold(self, channels_last: bool) -> torch.Tensor:
         with torch.no_grad():
