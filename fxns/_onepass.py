@@ -123,7 +123,7 @@ def _jit() -> Callable[..., Any]:
     # reassoc lets LLVM split each sum into vector lanes; nsz is harmless.
     # No "contract" (a fused multiply-add would change the dequantized value),
     # no "nnan"/"ninf" (a NaN or Inf must still reach the sums).
-    return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})  # type: ignore[no-any-return]
+    return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 
 
 def _intrinsics() -> tuple[Callable[..., Any], ...]:
@@ -131,30 +131,30 @@ def _intrinsics() -> tuple[Callable[..., Any], ...]:
     from numba.core import types
     from numba.extending import intrinsic
 
-    @intrinsic  # type: ignore[misc]
-    def pointer(typingctx, address, kind):  # type: ignore[no-untyped-def]
+    @intrinsic
+    def pointer(typingctx, address, kind):
         """``address`` as a pointer to elements of the number type ``kind``."""
         ptr = types.CPointer(kind.instance_type)
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):
             return builder.inttoptr(args[0], context.get_value_type(ptr))
 
         return ptr(types.intp, kind), codegen
 
-    @intrinsic  # type: ignore[misc]
-    def bits(typingctx, value):  # type: ignore[no-untyped-def]
+    @intrinsic
+    def bits(typingctx, value):
         """The int32 bit pattern of a float32."""
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], ir.IntType(32))
 
         return types.int32(types.float32), codegen
 
-    @intrinsic  # type: ignore[misc]
-    def unbits(typingctx, value):  # type: ignore[no-untyped-def]
+    @intrinsic
+    def unbits(typingctx, value):
         """The float32 of an int32 bit pattern, as a float64."""
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):
             single = builder.bitcast(args[0], ir.FloatType())
             return builder.fpext(single, ir.DoubleType())
 
@@ -177,8 +177,8 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
     jit = _jit()
     block, tile = _BLOCK, _TILE
 
-    @jit  # type: ignore[misc]
-    def flat(px, py, n, zx, sx, zy, sy):  # type: ignore[no-untyped-def]
+    @jit
+    def flat(px, py, n, zx, sx, zy, sy):
         # x, y: n elements each, the same elements in the same order. Each
         # side is dequantized as (v - z) * s (z = 0, s = 1 for a float side).
         x = numba.carray(pointer(px, kx), n)
@@ -205,8 +205,8 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
             dd += c
         return xx, yy, dd, unbits(top)
 
-    @jit  # type: ignore[misc]
-    def mixed(px, py, n_, c_, p_, zx, sx, zy, sy):  # type: ignore[no-untyped-def]
+    @jit
+    def mixed(px, py, n_, c_, p_, zx, sx, zy, sy):
         # x: (N, C, P) and y: (N, P, C), both C-ordered: the same 4-D value
         # contiguous and channels-last. Tile by tile, y's tile is dequantized
         # into buf transposed, then read beside x's rows.
@@ -259,8 +259,8 @@ def _transpose_kernel(ky: Any) -> Callable[..., Any]:
     pointer = _INTRINSICS[0]
     tile = _TILE
 
-    @_jit()  # type: ignore[misc]
-    def transpose(py, pout, n_, c_, p_, zy, sy):  # type: ignore[no-untyped-def]
+    @_jit()
+    def transpose(py, pout, n_, c_, p_, zy, sy):
         # y: (N, P, C) values; out: (N, C, P) float32, dequantized.
         y = numba.carray(pointer(py, ky), (n_, p_, c_))
         out = numba.carray(pointer(pout, np.float32), (n_, c_, p_))
@@ -277,7 +277,7 @@ def _transpose_kernel(ky: Any) -> Callable[..., Any]:
                         for c in range(tc):
                             on[c0 + c, p0 + p] = (np.float32(yr[c]) - zy) * sy
 
-    return transpose  # type: ignore[no-any-return]
+    return transpose
 
 
 def _layout(t: torch.Tensor) -> str | None:
@@ -335,11 +335,11 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float] 
             f, q, lf, lq = f.contiguous(), q.contiguous(), "flat", "flat"
     if lf == lq:
         flat = kernels.sums(f32, kind)[0]
-        return flat(f.data_ptr(), q.data_ptr(), f.numel(), 0.0, 1.0, zq, sq)  # type: ignore[no-any-return]
+        return flat(f.data_ptr(), q.data_ptr(), f.numel(), 0.0, 1.0, zq, sq)
     n, c, h, w = f.shape
     if lf == "flat":  # f contiguous (N, C, H, W), q channels-last
         mixed = kernels.sums(f32, kind)[1]
-        return mixed(f.data_ptr(), q.data_ptr(), n, c, h * w, 0.0, 1.0, zq, sq)  # type: ignore[no-any-return]
+        return mixed(f.data_ptr(), q.data_ptr(), n, c, h * w, 0.0, 1.0, zq, sq)
     mixed = kernels.sums(kind, f32)[1]
     qq, ff, dd, top = mixed(q.data_ptr(), f.data_ptr(), n, c, h * w, zq, sq, 0.0, 1.0)
     return ff, qq, dd, top

@@ -28,6 +28,7 @@ users who run them in their own loop.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -52,6 +53,7 @@ from .ops import WEIGHT_ONLY_KINDS, Role
 from .stats import ErrorStats
 
 __all__ = [
+    "DerivedProbe",
     "FoldedConv",
     "Instrumented",
     "Probe",
@@ -149,6 +151,127 @@ class Probe(nn.Module):
             self.stats, self.elements, self.error = saved
 
         return restore
+
+
+class DerivedProbe(Probe):
+    """The numbers of a pair whose values rearrange another pair's.
+
+    A reshape, transpose or permute (and the like) of a compared value holds
+    the same elements in another order, on both sides: its sums are those
+    of ``source``, the probe of the pair that produced the value, and no
+    pass over memory is needed. In shadow mode (``identical``) the float
+    twin of a rearrangement, fed the dequantized value, computes exactly
+    the dequantized result: the pair reads as identical, and its sums are
+    the quantized side's sums of ``source`` on both sides.
+
+    Example:
+        >>> source = Probe("conv")
+        >>> source(torch.ones(4), torch.zeros(4))
+        >>> DerivedProbe("flatten", source).stats.n
+        4
+    """
+
+    def __init__(self, name: str, source: Probe, identical: bool = False) -> None:
+        nn.Module.__init__(self)
+        self.name = name
+        self.source = source
+        self.identical = identical
+
+    @property
+    def stats(self) -> ErrorStats:
+        s = self.source.stats
+        if not self.identical:
+            return dataclasses.replace(s)
+        # Both sides equal the quantized value of the source; a non-finite
+        # element of it is non-finite on both sides.
+        return ErrorStats(
+            n=s.n,
+            ff=s.qq,
+            qq=s.qq,
+            fq=s.qq,
+            dd=0.0,
+            max_abs=0.0,
+            batches=s.batches,
+            nonfinite_float=s.nonfinite_quant,
+            nonfinite_quant=s.nonfinite_quant,
+            excluded=s.excluded,
+        )
+
+    @stats.setter
+    def stats(self, value: ErrorStats) -> None:
+        pass  # follows the source
+
+    @property
+    def elements(self) -> dict[tuple[int, ...], ErrorStats]:
+        return {}
+
+    @elements.setter
+    def elements(self, value: dict[tuple[int, ...], ErrorStats]) -> None:
+        pass
+
+    @property
+    def error(self) -> str:
+        return self.source.error
+
+    @error.setter
+    def error(self, value: str) -> None:
+        pass
+
+
+# Kinds whose output holds exactly the elements of their one tensor input.
+REARRANGEMENTS = frozenset(
+    {
+        "reshape",
+        "flatten",
+        "unflatten",
+        "transpose",
+        "permute",
+        "t",
+        "squeeze",
+        "unsqueeze",
+        "view_as",
+        "reshape_as",
+        "movedim",
+        "swapaxes",
+        "swapdims",
+    }
+)
+
+
+def rearranged_pairs(matching: Matching) -> dict[str, str]:
+    """Pair name → the earlier pair whose compared values it rearranges.
+
+    A pair qualifies when each side is one node of a kind in
+    :data:`REARRANGEMENTS` (the same kind on both), whose tensor input is,
+    on each side, exactly the node whose value the other pair compares.
+    """
+    fg, qg = _graphs(matching)
+    by_reads: dict[tuple[str, str], str] = {}
+    sources: dict[str, str] = {}
+    for pair in matching.pairs:
+        reads = (_float_read(pair), _quant_read(qg, pair))
+        if (
+            len(pair.float_nodes) == len(pair.quant_nodes) == 1
+            and pair.kind in REARRANGEMENTS
+            and pair.quant_kind == pair.kind
+        ):
+            f_in = _tensor_inputs(fg, fg.fx_node(pair.float_nodes[0]))
+            q_in = _tensor_inputs(qg, qg.fx_node(pair.quant_nodes[0]))
+            if len(f_in) == len(q_in) == 1:
+                source = by_reads.get((f_in[0], q_in[0]))
+                if source is not None:
+                    sources[pair.name] = source
+        by_reads.setdefault(reads, pair.name)
+    return sources
+
+
+def _tensor_inputs(og: OpGraph, node: fx.Node) -> list[str]:
+    """The names of the nodes whose values ``node`` reads as data."""
+    return [
+        a.name
+        for _, a in node_args(node)
+        if og.roles.get(a.name) in (Role.OP, Role.PASS)
+    ]
 
 
 class InputCheck(nn.Module):
@@ -278,7 +401,12 @@ def build_propagated(matching: Matching, layout: str = AUTO) -> Instrumented:
 
     probes: dict[str, Probe] = {}
     probe_inputs: dict[str, tuple[str, str]] = {}
+    sources = rearranged_pairs(matching)
     for pair in matching.pairs:
+        if pair.name in sources:
+            # The same element pairs as another pair's, in another order.
+            probes[pair.name] = DerivedProbe(pair.name, probes[sources[pair.name]])
+            continue
         probes[pair.name] = Probe(pair.name)
         probe_inputs[pair.name] = (_float_read(pair), _quant_read(qg, pair))
 
@@ -518,10 +646,19 @@ def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
         builder.add_module("fxns_input_check", input_check),
         tuple(builder.float_env.values()),
     )
+    # A rearrangement (reshape, transpose, ...) of a shadowed pair's quantized
+    # value reads as identical by construction: its float twin on the
+    # dequantized value computes exactly the dequantized result. Its numbers
+    # follow from that pair's probe; no shadow runs.
+    sources = rearranged_pairs(matching)
     for node in qg.gm.graph.nodes:
         if node.op in ("output", "placeholder"):
             continue
         for pair in before.get(node.name, []):
+            source = probes.get(sources.get(pair.name, ""))
+            if source is not None:
+                probes[pair.name] = DerivedProbe(pair.name, source, identical=True)
+                continue
             shadow = _Shadow(builder, matching, pair)
             try:
                 shadow.capture_inputs()
@@ -1003,7 +1140,8 @@ class FoldedConv(nn.Module):
     def _fold(self, channels_last: bool) -> torch.Tensor:
         with torch.no_grad():
             if self.bias is None or not self.weights:
-                conv, bn = self.conv, self.bn
+                conv: Any = self.conv
+                bn: Any = self.bn
                 weight, bias = fuse_conv_bn_weights(
                     conv.weight,
                     conv.bias,

@@ -260,11 +260,11 @@ class TunedGraphModule(fx.GraphModule):
 
         Probes are the submodules with an ``fxns_save`` method.
         """
-        restores = [
-            m.fxns_save()
-            for m in self.modules()
-            if callable(getattr(m, "fxns_save", None))
-        ]
+        restores = []
+        for m in self.modules():
+            save = getattr(m, "fxns_save", None)
+            if callable(save):
+                restores.append(save())
 
         def restore() -> None:
             for put_back in restores:
