@@ -37,7 +37,7 @@ import operator
 import re
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -486,9 +486,11 @@ def _interleave(
     # An op that changes a tensor in place waits for the probes reading that
     # tensor (or a view of it) earlier in its graph.
     for side, og, nodes in (("f", fg, f_nodes), ("q", qg, q_nodes)):
-        roots = _alias_roots(og, nodes)
+        modules = dict(og.gm.named_modules(remove_duplicate=False))
+        mutated = {n.name: mutated_input(n, modules) for n in nodes}
+        roots = _alias_roots(og, nodes, mutated)
         for n in nodes:
-            target = mutated_input(n, og.gm)
+            target = mutated[n.name]
             if target is None:
                 continue
             for key, probe_keys in readers.items():
@@ -521,14 +523,15 @@ def _interleave(
     return order
 
 
-def mutated_input(node: fx.Node, gm: fx.GraphModule) -> fx.Node | None:
+def mutated_input(node: fx.Node, modules: Mapping[str, nn.Module]) -> fx.Node | None:
     """The argument ``node`` changes in place, if it does (``relu_``,
-    ``nn.ReLU(inplace=True)``, ``x += y`` on tensors, ``x[i] = v``)."""
+    ``nn.ReLU(inplace=True)``, ``x += y`` on tensors, ``x[i] = v``);
+    ``modules`` are its model's submodules by path."""
     first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     if first is None:
         return None
     if node.op == "call_module":
-        inplace = getattr(gm.get_submodule(str(node.target)), "inplace", False)
+        inplace = getattr(modules[str(node.target)], "inplace", False)
         return first if inplace is True else None
     if node.op == "call_method":
         return first if _is_inplace_name(str(node.target)) else None
@@ -554,18 +557,20 @@ _INPLACE_OPERATORS = frozenset(
 )
 
 
-def _alias_roots(og: OpGraph, nodes: list[fx.Node]) -> dict[str, str]:
+def _alias_roots(
+    og: OpGraph, nodes: list[fx.Node], mutated: Mapping[str, fx.Node | None]
+) -> dict[str, str]:
     """For each node, the node whose memory its output may share.
 
-    In-place ops and every op that may return a view (reshape, flatten,
-    pass-throughs, indexing) share their first input's memory; the rest own
-    theirs.
+    In-place ops (``mutated``: node → the input it changes) and every op
+    that may return a view (reshape, flatten, pass-throughs, indexing) share
+    their first input's memory; the rest own theirs.
     """
     roots: dict[str, str] = {}
     for n in nodes:
         first = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
         shares = first is not None and (
-            mutated_input(n, og.gm) is not None
+            mutated[n.name] is not None
             or og.roles.get(n.name) is Role.PASS
             or _may_be_view(og, n)
         )
