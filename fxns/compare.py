@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -156,6 +157,7 @@ def compare_activations(
     leaf_module_names: Sequence[str] = (),
     distributed: bool = True,
     layout: str = "auto",
+    keep_tensors: bool | Sequence[str] = False,
 ) -> Report:
     """Run both models on ``data`` and report the error of every matched layer.
 
@@ -181,6 +183,11 @@ def compare_activations(
             and contiguous on the first batches and keeps the faster;
             ``"contiguous"`` or ``"channels_last"`` fixes it, for numbers
             that are the same to the last bit from run to run.
+        keep_tensors: row names (or ``True`` for every row) whose compared
+            values to keep, for a closer look: ``report.tensors[name]`` is
+            then a list of ``(float value, quantized value as float)``
+            copies, one per batch. Off by default: kept values make memory
+            grow with every batch, which the running sums never do.
 
     Returns:
         A :class:`Report`, one row per matched pair, in execution order. The
@@ -207,6 +214,7 @@ def compare_activations(
     _check_mode(mode)
     _check_input_fn(input_fn)
     check_layout(layout)
+    _check_keep_tensors(keep_tensors)
     return _compare(
         float_model,
         quant_model,
@@ -218,6 +226,7 @@ def compare_activations(
         distributed=distributed,
         role="quantized model",
         layout=layout,
+        keep_tensors=keep_tensors,
     )
 
 
@@ -233,6 +242,7 @@ def _compare(
     distributed: bool,
     role: str,
     layout: str = "auto",
+    keep_tensors: bool | Sequence[str] = False,
 ) -> Report:
     """:func:`compare_activations`, its options checked; ``role`` names the
     quantized model in messages ("quantized model 'x86'")."""
@@ -249,7 +259,7 @@ def _compare(
             role=role,
         )
         build = build_shadow if mode == "shadow" else build_propagated
-        inst = build(matching, layout)
+        inst = build(matching, layout, _kept_names(matching, keep_tensors))
         batches = run_batches(
             inst.module,
             data,
@@ -801,7 +811,8 @@ def report_from(
             "error. Remove them from the data, or use mode='propagated', which "
             "counts them per layer."
         )
-    return Report(rows, mode=inst.mode, meta=meta)
+    tensors = {name: p.kept for name, p in inst.probes.items() if p.keep}
+    return Report(rows, mode=inst.mode, meta=meta, tensors=tensors)
 
 
 # The input check's entry among the statistics (no pair has this name).
@@ -1050,6 +1061,35 @@ def _check_mode(mode: object) -> None:
         raise ArgumentError(
             f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}"
         )
+
+
+def _check_keep_tensors(keep: object) -> None:
+    if isinstance(keep, bool):
+        return
+    if isinstance(keep, str) or not (
+        isinstance(keep, Sequence | set | frozenset)
+        and all(isinstance(name, str) for name in keep)
+    ):
+        raise ArgumentError(
+            f"keep_tensors must be True or a list of row names, got {keep!r}; "
+            "e.g. keep_tensors=['layer1.0.conv1']"
+        )
+
+
+def _kept_names(matching: Matching, keep: bool | Sequence[str]) -> frozenset[str]:
+    """The pair names whose values to keep; unknown names are an error."""
+    names = [p.name for p in matching.pairs]
+    if isinstance(keep, bool):
+        return frozenset(names if keep else ())
+    unknown = [name for name in keep if name not in set(names)]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ArgumentError(
+            f"keep_tensors names {unknown[0]!r}, which is not a row of this "
+            f"comparison{hint} (fxns.match(...).pairs lists the rows)"
+        )
+    return frozenset(keep)
 
 
 def _check_input_fn(input_fn: object) -> None:

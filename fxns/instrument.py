@@ -37,7 +37,7 @@ import operator
 import re
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,7 @@ class Probe(nn.Module):
         [(0,), (1, 0)]
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keep: bool = False) -> None:
         super().__init__()
         self.name = name
         self.stats = ErrorStats()
@@ -107,8 +107,14 @@ class Probe(nn.Module):
         self.elements: dict[tuple[int, ...], ErrorStats] = {}
         # The first problem seen while comparing, if any.
         self.error = ""
+        # Whether to keep copies of the values compared (only when asked:
+        # memory then grows with every batch), and those copies.
+        self.keep = keep
+        self.kept: list[tuple[Any, Any]] = []
 
     def forward(self, f: Any, q: Any) -> None:
+        if self.keep:
+            self.kept.append((_kept(f), _kept(q, dequantize=True)))
         if self.error:
             return
         try:
@@ -142,13 +148,16 @@ class Probe(nn.Module):
         self.stats = ErrorStats()
         self.elements = {}
         self.error = ""
+        self.kept = []
 
     def fxns_save(self) -> Callable[[], None]:
         """Save what was seen so far; return the function that puts it back."""
         saved = copy.deepcopy((self.stats, self.elements, self.error))
+        kept = len(self.kept)
 
         def restore() -> None:
             self.stats, self.elements, self.error = saved
+            del self.kept[kept:]
 
         return restore
 
@@ -176,6 +185,8 @@ class DerivedProbe(Probe):
         self.name = name
         self.source = source
         self.identical = identical
+        self.keep = False
+        self.kept: list[tuple[Any, Any]] = []
 
     @property
     def stats(self) -> ErrorStats:
@@ -382,13 +393,16 @@ def state_of(module: nn.Module) -> Instrumented | None:
 # --- propagated: both graphs interleaved in one module ---------------------------
 
 
-def build_propagated(matching: Matching, layout: str = AUTO) -> Instrumented:
+def build_propagated(
+    matching: Matching, layout: str = AUTO, keep: Collection[str] = ()
+) -> Instrumented:
     """One ``GraphModule`` that runs both models and compares every pair.
 
     The module takes the models' inputs and returns the quantized model's
     output. ``layout`` is the memory layout of the float side
     (:mod:`fxns.layout`): ``"auto"`` measures which is faster on the first
-    calls.
+    calls. The probes of the pairs named in ``keep`` also keep copies of the
+    values they compare (:attr:`Probe.kept`).
 
     Example:
         >>> matching = fxns.match(float_model, quant_model)  # doctest: +SKIP
@@ -403,11 +417,11 @@ def build_propagated(matching: Matching, layout: str = AUTO) -> Instrumented:
     probe_inputs: dict[str, tuple[str, str]] = {}
     sources = rearranged_pairs(matching)
     for pair in matching.pairs:
-        if pair.name in sources:
+        if pair.name in sources and pair.name not in keep:
             # The same element pairs as another pair's, in another order.
             probes[pair.name] = DerivedProbe(pair.name, probes[sources[pair.name]])
             continue
-        probes[pair.name] = Probe(pair.name)
+        probes[pair.name] = Probe(pair.name, keep=pair.name in keep)
         probe_inputs[pair.name] = (_float_read(pair), _quant_read(qg, pair))
 
     builder.copy_inputs()
@@ -612,7 +626,9 @@ _VIEW_KINDS = frozenset(
 # --- shadow: float copies fed from the quantized graph ---------------------------
 
 
-def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
+def build_shadow(
+    matching: Matching, layout: str = AUTO, keep: Collection[str] = ()
+) -> Instrumented:
     """The quantized graph with a float shadow of every matched pair.
 
     Each shadow is a copy of the pair's float nodes; its tensor inputs are the
@@ -621,7 +637,9 @@ def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
     model. A pair whose inputs cannot be traced back to the quantized graph is
     skipped with a reason; the others are unaffected. ``layout`` is the
     memory layout of the shadows' dequantized inputs (:mod:`fxns.layout`):
-    ``"auto"`` measures which is faster on the first calls.
+    ``"auto"`` measures which is faster on the first calls. The probes of the
+    pairs named in ``keep`` also keep copies of the values they compare
+    (:attr:`Probe.kept`).
 
     Example:
         >>> matching = fxns.match(float_model, quant_model)  # doctest: +SKIP
@@ -661,7 +679,7 @@ def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
             continue
         for pair in before.get(node.name, []):
             source = probes.get(sources.get(pair.name, ""))
-            if source is not None:
+            if source is not None and pair.name not in keep:
                 probes[pair.name] = DerivedProbe(pair.name, source, identical=True)
                 continue
             shadow = _Shadow(builder, matching, pair)
@@ -684,7 +702,7 @@ def build_shadow(matching: Matching, layout: str = AUTO) -> Instrumented:
                 skipped[pair.name] = str(skip)
                 logger.debug("no shadow for %s: %s", pair.name, skip)
                 continue
-            probe = Probe(pair.name)
+            probe = Probe(pair.name, keep=pair.name in keep)
             probes[pair.name] = probe
             target = builder.add_module(f"{PROBE_PREFIX}{len(probes) - 1}", probe)
             builder.graph.call_module(
@@ -884,12 +902,15 @@ class _Exchange:
             self.pending.setdefault((side, name), deque()).append(_kept(value))
 
 
-def _kept(value: Any) -> Any:
-    """A copy of the tensors in ``value`` (a tensor, or a tuple of them)."""
+def _kept(value: Any, dequantize: bool = False) -> Any:
+    """A copy of the tensors in ``value`` (a tensor, or a tuple of them);
+    with ``dequantize``, quantized ones as float tensors."""
     if isinstance(value, torch.Tensor):
+        if dequantize and value.is_quantized:
+            return value.detach().dequantize()
         return value.detach().clone()
     if isinstance(value, tuple | list):
-        return type(value)(_kept(v) for v in value)
+        return type(value)(_kept(v, dequantize) for v in value)
     return value
 
 

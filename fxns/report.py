@@ -153,6 +153,12 @@ class Report:
     mode: str = ""
     # Facts about the run (batches seen, torch version, engine, ...).
     meta: dict[str, Any] = field(default_factory=dict)
+    # Copies of the compared values of the rows named in compare_activations'
+    # keep_tensors, one (float, quantized-as-float) pair per batch; empty
+    # unless asked for. Not part of the JSON or CSV.
+    tensors: dict[str, list[tuple[Any, Any]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __getitem__(self, name: str) -> LayerResult:
         for row in self.rows:

@@ -521,6 +521,25 @@ CASES = [
         r"unknown mode 'loggers'",
     ),
     Bad(
+        "compare_activations/unknown-layout",
+        lambda: fxns.compare_activations(_f(), _q(), _x(), layout="nhwc"),
+        fxns.ArgumentError,
+        r"layout must be one of 'auto', 'contiguous', 'channels_last', got 'nhwc'",
+    ),
+    Bad(
+        "compare_activations/keep-tensors-unknown-row",
+        lambda: fxns.compare_activations(_f(), _q(), _x(), keep_tensors=["fc"]),
+        fxns.ArgumentError,
+        r"keep_tensors names 'fc', which is not a row of this comparison "
+        r"\(fxns.match\(...\).pairs lists the rows\)",
+    ),
+    Bad(
+        "compare_activations/keep-tensors-is-a-string",
+        lambda: fxns.compare_activations(_f(), _q(), _x(), keep_tensors="fc"),
+        fxns.ArgumentError,
+        r"keep_tensors must be True or a list of row names, got 'fc'",
+    ),
+    Bad(
         "sensitivity/unknown-backend",
         lambda: fxns.sensitivity(_f(), _x(), backend="x68"),
         fxns.ArgumentError,
