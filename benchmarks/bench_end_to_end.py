@@ -70,6 +70,7 @@ from benchmarks.harness import (
     rss_mb,
     settle_layout,
     shape_text,
+    steady_allocator,
     write_json,
 )
 from fxns.compare import report_from
@@ -207,6 +208,7 @@ class Settings:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the tables, and return what was measured."""
     args = _parse(argv)
+    steady_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = SMALL_SHAPE if args.small else FULL_SHAPE

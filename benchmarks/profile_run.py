@@ -68,6 +68,7 @@ from benchmarks.harness import (
     print_table,
     quantized_model,
     settle_layout,
+    steady_allocator,
 )
 from fxns.instrument import (
     PROBE_PREFIX,
@@ -86,6 +87,7 @@ MODES = ("propagated", "shadow")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Profile the runs; print the tables and return them."""
     args = _parse(argv)
+    steady_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = SMALL_SHAPE if args.small else FULL_SHAPE

@@ -74,15 +74,26 @@ class Way:
     def key(self) -> str:
         """``fxns-propagated``, ``fxns-shadow-compare``, ``ao-shadow``, ..."""
         tool = "fxns" if self.tool == FXNS else "ao"
-        tail = "-compare" if self.via == "compare_activations" else ""
+        tail = "-compare" if self.via.startswith("compare_activations") else ""
+        if self.asks_to_keep:
+            tail += "-keep"
         return f"{tool}-{self.mode}{tail}"
 
+    @property
+    def asks_to_keep(self) -> bool:
+        """Whether this way asks fxns to keep the values it compares."""
+        return KEEP in self.via
+
+
+# The option that asks fxns to keep raw values (the only way it keeps any).
+KEEP = "keep_tensors=True"
 
 WAYS = (
     Way(FXNS, "propagated", "instrumented module"),
     Way(FXNS, "shadow", "instrumented module"),
     Way(FXNS, "propagated", "compare_activations"),
     Way(FXNS, "shadow", "compare_activations"),
+    Way(FXNS, "propagated", f"compare_activations, {KEEP}"),
     Way(AO, "propagated", "add_loggers"),
     Way(AO, "shadow", "add_shadow_loggers"),
 )
@@ -321,9 +332,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         holders.append(inst.module)
         run = loop(inst.module)
     elif tool == FXNS:
+        keep = KEEP in via
 
         def run() -> None:
-            fxns.compare_activations(f, q, batches(), mode=mode)
+            fxns.compare_activations(f, q, batches(), mode=mode, keep_tensors=keep)
 
     else:
         import torch.ao.ns._numeric_suite_fx as ns

@@ -105,8 +105,10 @@ class ErrorStats:
         # leaves non-finite and tiny sums to the careful route below.
         fast = _onepass.sums(f, q)
         if fast is not None:
-            ff, qq, dd, max_abs = fast
-            if math.isfinite(ff + qq + dd + max_abs) and not _tiny(*fast):
+            ff, qq, dd, max_abs, f_any, q_any = fast
+            if math.isfinite(ff + qq + dd + max_abs) and not _tiny(
+                ff, qq, dd, max_abs, f_any, q_any
+            ):
                 self.add_sums(n, ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
                 return
         f = as_float(f.detach())
@@ -200,12 +202,29 @@ class ErrorStats:
 _TINY = 1e-25
 
 
-def _tiny(ff: float, qq: float, dd: float, max_abs: float) -> bool:
-    """Whether float32 squares may have lost these sums' digits: a sum below
-    :data:`_TINY` that is not exactly zero, or a Σ(f−q)² below it while some
-    difference is not zero. (A Σ(f−q)² of exactly zero beside a max|f−q| of
-    zero is exact: the values are identical.)"""
-    return 0.0 < ff < _TINY or 0.0 < qq < _TINY or (max_abs > 0.0 and dd < _TINY)
+def _tiny(
+    ff: float,
+    qq: float,
+    dd: float,
+    max_abs: float,
+    f_any: bool | None = None,
+    q_any: bool | None = None,
+) -> bool:
+    """Whether float32 squares may have lost these sums' digits.
+
+    A sum below :data:`_TINY` is suspect when the values it sums are not all
+    zero: ``f_any``/``q_any`` say whether f/q have an element that is not
+    zero (``None``: not known, assumed so when any sum is not zero), and for
+    Σ(f−q)², max|f−q| does. A Σ(f−q)² of exactly zero beside a max|f−q| of
+    zero is exact: the values are identical.
+    """
+    if f_any is None or q_any is None:
+        f_any = q_any = bool(ff or qq or max_abs)
+    return (
+        (ff < _TINY and f_any)
+        or (qq < _TINY and q_any)
+        or (max_abs > 0.0 and dd < _TINY)
+    )
 
 
 def _sums(f: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, float]:
