@@ -49,9 +49,8 @@ import torch
 
 __all__ = ["Sums", "available", "dequantize_to", "sums"]
 
-# Σf², Σq², Σ(f−q)², max|f−q|, "f has an element that is not zero", and
-# the same for q (whether a tiny Σf² stands for zeros or for lost digits).
-Sums = tuple[float, float, float, float, bool, bool]
+# Σf², Σq², Σ(f−q)² and max|f−q|.
+Sums = tuple[float, float, float, float]
 
 # Elements per float32 partial sum, and the side of a transposition tile.
 _BLOCK = 1024
@@ -190,7 +189,7 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
         zx, sx = np.float32(zx), np.float32(sx)
         zy, sy = np.float32(zy), np.float32(sy)
         xx = yy = dd = 0.0
-        top = any_x = any_y = np.int32(0)
+        top = np.int32(0)
         for b0 in range(0, n, block):
             xb = x[b0 : b0 + block]
             yb = y[b0 : b0 + block]
@@ -204,13 +203,10 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
                 c += d * d
                 m = bits(d) & np.int32(0x7FFFFFFF)
                 top = m if m > top else top
-                any_x |= bits(xv)
-                any_y |= bits(yv)
             xx += a
             yy += b
             dd += c
-        nonzero = np.int32(0x7FFFFFFF)
-        return xx, yy, dd, unbits(top), (any_x & nonzero) != 0, (any_y & nonzero) != 0
+        return xx, yy, dd, unbits(top)
 
     @jit
     def mixed(px, py, n_, c_, p_, zx, sx, zy, sy):
@@ -223,7 +219,7 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
         zy, sy = np.float32(zy), np.float32(sy)
         buf = np.empty((tile, tile), np.float32)
         xx = yy = dd = 0.0
-        top = any_x = any_y = np.int32(0)
+        top = np.int32(0)
         for n in range(n_):
             xn = x[n]
             yn = y[n]
@@ -248,13 +244,10 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
                             e += d * d
                             m = bits(d) & np.int32(0x7FFFFFFF)
                             top = m if m > top else top
-                            any_x |= bits(xv)
-                            any_y |= bits(yv)
                     xx += a
                     yy += b
                     dd += e
-        nonzero = np.int32(0x7FFFFFFF)
-        return xx, yy, dd, unbits(top), (any_x & nonzero) != 0, (any_y & nonzero) != 0
+        return xx, yy, dd, unbits(top)
 
     return flat, mixed
 
@@ -309,8 +302,7 @@ def _scale(t: torch.Tensor) -> tuple[float, float] | None:
 
 
 def sums(f: torch.Tensor, q: torch.Tensor) -> Sums | None:
-    """Σf², Σq², Σ(f−q)², max|f−q|, and whether f and q have an element that is
-    not zero; ``None`` where this route does not apply.
+    """Σf², Σq², Σ(f−q)² and max|f−q|, or ``None`` where this route does not apply.
 
     ``f`` is a float32 value, ``q`` its quantized (or float32) counterpart of
     the same shape, both non-empty; ``q`` is dequantized on the fly. Called
@@ -320,7 +312,7 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> Sums | None:
     Example:
         >>> f = torch.tensor([1.0, 2.0])
         >>> q = torch.quantize_per_tensor(f, 0.5, 0, torch.quint8)
-        >>> sums(f, q) in (None, (5.0, 5.0, 0.0, 0.0, True, True))
+        >>> sums(f, q) in (None, (5.0, 5.0, 0.0, 0.0))
         True
     """
     kernels = _kernels if _tried else _load()
@@ -352,10 +344,8 @@ def sums(f: torch.Tensor, q: torch.Tensor) -> Sums | None:
         mixed = kernels.sums(f32, kind)[1]
         return mixed(f.data_ptr(), q.data_ptr(), n, c, h * w, 0.0, 1.0, zq, sq)
     mixed = kernels.sums(kind, f32)[1]
-    qq, ff, dd, top, q_any, f_any = mixed(
-        q.data_ptr(), f.data_ptr(), n, c, h * w, zq, sq, 0.0, 1.0
-    )
-    return ff, qq, dd, top, f_any, q_any
+    qq, ff, dd, top = mixed(q.data_ptr(), f.data_ptr(), n, c, h * w, zq, sq, 0.0, 1.0)
+    return ff, qq, dd, top
 
 
 def _same_dense_order(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -105,9 +105,13 @@ class ErrorStats:
         # leaves non-finite and tiny sums to the careful route below.
         fast = _onepass.sums(f, q)
         if fast is not None:
-            ff, qq, dd, max_abs, f_any, q_any = fast
-            if math.isfinite(ff + qq + dd + max_abs) and not _tiny(
-                ff, qq, dd, max_abs, f_any, q_any
+            ff, qq, dd, max_abs = fast
+            # A sum below _TINY may be zeros or float32 squares that lost
+            # their digits; the careful route below tells them apart.
+            if (
+                math.isfinite(ff + qq + dd + max_abs)
+                and min(ff, qq) >= _TINY
+                and (dd >= _TINY or max_abs == 0.0)
             ):
                 self.add_sums(n, ff, qq, (ff + qq - dd) / 2.0, dd, max_abs)
                 return
@@ -202,28 +206,13 @@ class ErrorStats:
 _TINY = 1e-25
 
 
-def _tiny(
-    ff: float,
-    qq: float,
-    dd: float,
-    max_abs: float,
-    f_any: bool | None = None,
-    q_any: bool | None = None,
-) -> bool:
-    """Whether float32 squares may have lost these sums' digits.
-
-    A sum below :data:`_TINY` is suspect when the values it sums are not all
-    zero: ``f_any``/``q_any`` say whether f/q have an element that is not
-    zero (``None``: not known, assumed so when any sum is not zero), and for
-    Σ(f−q)², max|f−q| does. A Σ(f−q)² of exactly zero beside a max|f−q| of
-    zero is exact: the values are identical.
-    """
-    if f_any is None or q_any is None:
-        f_any = q_any = bool(ff or qq or max_abs)
+def _tiny(ff: float, qq: float, dd: float, max_abs: float) -> bool:
+    """Whether float32 squares may have lost these sums' digits: a sum below
+    :data:`_TINY` while some value is not zero. A Σ(f−q)² of exactly zero
+    beside a max|f−q| of zero is exact: the values are identical."""
+    some = bool(ff or qq or max_abs)
     return (
-        (ff < _TINY and f_any)
-        or (qq < _TINY and q_any)
-        or (max_abs > 0.0 and dd < _TINY)
+        (ff < _TINY and some) or (qq < _TINY and some) or (max_abs > 0.0 and dd < _TINY)
     )
 
 

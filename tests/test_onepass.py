@@ -111,15 +111,7 @@ def test_a_float_value_equal_to_the_dequantized_one_has_no_error(
     """The dequantization is torch's own, to the bit: no fused multiply-add."""
     q = _quantize(torch.randn(2, 40, 9, 7) * 2, qdtype, 0.0371)
     f = _view(q.dequantize(), f_layout)
-    ff, qq, dd, max_abs, f_any, q_any = _onepass.sums(f, _view(q, q_layout)) or (
-        0,
-        0,
-        -1,
-        -1,
-        False,
-        False,
-    )
-    assert f_any and q_any
+    ff, qq, dd, max_abs = _onepass.sums(f, _view(q, q_layout)) or (0, 0, -1, -1)
     assert dd == 0.0 and max_abs == 0.0
     assert ff == pytest.approx(qq, rel=1e-6)
 
@@ -156,20 +148,17 @@ def test_per_channel_and_half_values_take_the_tensor_route() -> None:
     assert s.n == f.numel() and 10 < s.metrics()["sqnr"] < 60
 
 
-def test_values_too_small_to_square_in_float32_are_flagged() -> None:
-    """A float value of 1e-30 squares to 0 in float32: the sums say so, and
-    ErrorStats takes them again in float64."""
+def test_values_too_small_to_square_in_float32_are_taken_again() -> None:
+    """A float value of 1e-30 squares to 0 in float32; ErrorStats sees the
+    tiny sum and takes the sums again in float64."""
     f = torch.full((4, 5), 1e-30)
     q = torch.full((4, 5), 2.0)
     got = _onepass.sums(f, q)
-    assert got is not None
-    assert got[0] == 0.0 and got[4] and got[5]
+    assert got is not None and got[0] == 0.0
     s = ErrorStats()
     s.update(f, q)
     assert s.ff == pytest.approx(20 * 1e-60, rel=1e-6)
     assert s.metrics()["sqnr"] == pytest.approx(10 * math.log10(1e-60 / 4), abs=1e-6)
-    zeros = _onepass.sums(torch.zeros(3), torch.zeros(3))
-    assert zeros is not None and not zeros[4] and not zeros[5]
 
 
 def test_dequantize_to_contiguous_transposes_exactly() -> None:
