@@ -428,10 +428,26 @@ def build_propagated(
     target = builder.add_module(LAYOUT, InputLayout(layout))
     for name, node in builder.float_env.items():
         builder.float_env[name] = builder.graph.call_module(target, (node,))
+    # Where quantization folded a batch norm into its conv, the float side
+    # runs the conv with the batch norm folded in (batch_norm_folds).
+    folds = {
+        bn: fold
+        for pair in matching.pairs
+        for bn, fold in batch_norm_folds(builder, pair).items()
+    }
+    folded_convs = {conv for conv, _ in folds.values()}
     for side, name in _interleave(fg, qg, matching, probe_inputs):
-        if side == "f" and name in builder.float_env:
-            continue  # an input, already copied
-        if side == "f":
+        if side == "f" and (name in builder.float_env or name in folded_convs):
+            continue  # an input, already copied; a conv folded into its bn
+        if side == "f" and name in folds:
+            conv_name, folded = folds[name]
+            conv = fg.fx_node(conv_name)
+            folded_name = builder.folded_target(str(conv.target), name, folded)
+            conv_input = conv.args[0]
+            assert isinstance(conv_input, fx.Node)  # batch_norm_folds checked it
+            source = builder.float_env[conv_input.name]
+            builder.float_env[name] = builder.graph.call_module(folded_name, (source,))
+        elif side == "f":
             builder.copy_float(name)
         elif side == "q":
             builder.copy_quant(name)
@@ -717,6 +733,42 @@ def build_shadow(
     )
 
 
+def batch_norm_folds(
+    builder: _GraphBuilder, pair: Pair
+) -> dict[str, tuple[str, nn.Module]]:
+    """Batch norm node → (its conv node, the conv with it folded in).
+
+    For each ``nn.ConvNd`` module node of the pair followed by an
+    ``nn.BatchNormNd`` module node that is its only reader, when the
+    quantized side has no batch norm of its own (quantization folded it)
+    and both modules are in eval mode with running statistics. Running the
+    folded conv instead of the two gives the same numbers up to float
+    rounding, with no separate batch-norm pass over the activation; a conv
+    left in float with its batch norm is not folded, so that it still
+    computes exactly what the quantized model computes.
+    """
+    if "batch_norm" in pair.quant_kind.split("+"):
+        return {}
+    fg = builder.fg
+    folds: dict[str, tuple[str, nn.Module]] = {}
+    for conv_name, bn_name in itertools.pairwise(pair.float_nodes):
+        conv, bn = fg.fx_node(conv_name), fg.fx_node(bn_name)
+        if not (
+            conv.op == bn.op == "call_module"
+            and len(conv.args) == 1
+            and isinstance(conv.args[0], fx.Node)
+            and not conv.kwargs
+            and bn.args == (conv,)
+            and not bn.kwargs
+            and list(conv.users) == [bn]
+        ):
+            continue
+        folded = builder.folded(str(conv.target), str(bn.target))
+        if folded is not None:
+            folds[bn_name] = (conv_name, folded)
+    return folds
+
+
 class _ShadowSkip(Exception):
     """This pair cannot be shadowed; the message says why."""
 
@@ -750,7 +802,7 @@ class _Shadow:
         (:meth:`_folds`): the same numbers up to float rounding, and no
         separate batch-norm pass over the activations.
         """
-        folds = self._folds()
+        folds = batch_norm_folds(self.b, self.pair)
         folded_convs = {conv for conv, _ in folds.values()}
         for name in self.pair.float_nodes:
             if name in folded_convs:
@@ -761,34 +813,6 @@ class _Shadow:
             else:
                 self._copy(node, inside=True)
         return self.env[self.pair.float_nodes[-1]]
-
-    def _folds(self) -> dict[str, tuple[str, nn.Module]]:
-        """Batch norm node → (its conv node, the conv with it folded in).
-
-        For each ``nn.ConvNd`` module node of the pair followed by an
-        ``nn.BatchNormNd`` module node that is its only reader, when the
-        quantized side has no batch norm of its own (quantization folded it)
-        and both modules are in eval mode with running statistics.
-        """
-        if "batch_norm" in self.pair.quant_kind.split("+"):
-            return {}
-        folds: dict[str, tuple[str, nn.Module]] = {}
-        nodes = self.pair.float_nodes
-        for conv_name, bn_name in itertools.pairwise(nodes):
-            conv, bn = self.fg.fx_node(conv_name), self.fg.fx_node(bn_name)
-            if not (
-                conv.op == bn.op == "call_module"
-                and len(conv.args) == 1
-                and not conv.kwargs
-                and bn.args == (conv,)
-                and not bn.kwargs
-                and list(conv.users) == [bn]
-            ):
-                continue
-            folded = self.b.folded(str(conv.target), str(bn.target))
-            if folded is not None:
-                folds[bn_name] = (conv_name, folded)
-        return folds
 
     def _copy_folded(self, bn: fx.Node, conv_name: str, folded: nn.Module) -> None:
         conv = self.fg.fx_node(conv_name)

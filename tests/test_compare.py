@@ -101,8 +101,11 @@ def test_loggers_for_the_users_own_loop_match_compare_activations() -> None:
         q_log(b)
     mine = fxns.collect(f_log, q_log)
     theirs = fxns.compare_activations(model, quant, batches, mode="propagated")
+    # compare_activations runs each float conv with its batch norm folded in
+    # (as quantization did), the loggers the float model as it is: the same
+    # numbers up to float rounding.
     for a, b in zip(mine.rows, theirs.rows, strict=True):
-        assert a.metrics["sqnr"] == pytest.approx(b.metrics["sqnr"], abs=1e-6)
+        assert a.metrics["sqnr"] == pytest.approx(b.metrics["sqnr"], abs=1e-4)
 
 
 def test_unbalanced_logger_runs_warn() -> None:
