@@ -146,10 +146,14 @@ def _intrinsics() -> tuple[Callable[..., Any], ...]:
 
     @intrinsic
     def bits(typingctx, value):
-        """The int32 bit pattern of a float32."""
+        """The int32 bit pattern of ``|value|`` (a float32): it orders as
+        the magnitudes do, NaN above Inf. In the IR, so that it stays 32
+        bits wide (numba widens ``int32 & int32`` to int64, which halves
+        the vector lanes of the loop around it)."""
 
         def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
+            pattern = builder.bitcast(args[0], ir.IntType(32))
+            return builder.and_(pattern, ir.Constant(ir.IntType(32), 0x7FFFFFFF))
 
         return types.int32(types.float32), codegen
 
@@ -201,7 +205,7 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
                 a += xv * xv
                 b += yv * yv
                 c += d * d
-                m = bits(d) & np.int32(0x7FFFFFFF)
+                m = bits(d)
                 top = m if m > top else top
             xx += a
             yy += b
@@ -242,7 +246,7 @@ def _sum_kernels(kx: Any, ky: Any) -> tuple[Callable[..., Any], ...]:
                             a += xv * xv
                             b += yv * yv
                             e += d * d
-                            m = bits(d) & np.int32(0x7FFFFFFF)
+                            m = bits(d)
                             top = m if m > top else top
                     xx += a
                     yy += b

@@ -799,7 +799,7 @@ class _Shadow:
 
         Where the quantized op has a batch norm folded into its conv, the
         shadow runs the float conv with the same batch norm folded in
-        (:meth:`_folds`): the same numbers up to float rounding, and no
+        (:func:`batch_norm_folds`): the same numbers up to float rounding, and no
         separate batch-norm pass over the activations.
         """
         folds = batch_norm_folds(self.b, self.pair)
@@ -1029,7 +1029,7 @@ class _GraphBuilder:
     def folded(self, conv_target: str, bn_target: str) -> nn.Module | None:
         """The float model's conv with its batch norm folded in (a
         :class:`FoldedConv`), or ``None`` when these modules are not a conv
-        and a batch norm that fold (see :meth:`_Shadow._folds`)."""
+        and a batch norm that fold (see :func:`batch_norm_folds`)."""
         key = (conv_target, bn_target)
         if key not in self.folded_modules:
             conv, bn = self.f_modules[conv_target], self.f_modules[bn_target]
