@@ -68,20 +68,26 @@ def _sqnr(f: torch.Tensor, q: torch.Tensor) -> float:
     return sums.sqnr()
 
 
-def _equal(a: Any, b: Any) -> bool:
+def _equal(a: Any, b: Any, exact: bool = True) -> bool:
     if isinstance(a, tuple | list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(
+            _equal(x, y, exact) for x, y in zip(a, b, strict=True)
+        )
     if a.is_quantized or b.is_quantized:
         return bool(a.is_quantized == b.is_quantized) and torch.equal(
             a.int_repr(), b.int_repr()
         )
-    return torch.equal(a, b)
+    if exact:
+        return torch.equal(a, b)
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _same_result(theirs: dict[str, Any], ours: dict[str, Any], keys: list[str]) -> None:
+def _same_result(
+    theirs: dict[str, Any], ours: dict[str, Any], keys: list[str], exact: bool = True
+) -> None:
     for key in keys:
         for side in ("float", "quantized"):
-            assert _equal(theirs[key][side], ours[key][side]), (key, side)
+            assert _equal(theirs[key][side], ours[key][side], exact), (key, side)
 
 
 # --- the public surface ---------------------------------------------------------------
@@ -516,7 +522,9 @@ def test_shadows_pass_none_and_numbers_through() -> None:
     # Outputs of tuple-valued modules are logged as the tuple, by both.
     theirs, ours = _both(ns.compare_model_outputs, model, quant, x)
     assert list(ours) == list(theirs) == ["rnn.stats", "cell.stats"]
-    _same_result(theirs, ours, list(theirs))
+    # torch.ao.ns runs the float LSTM with autograd on, fxns under no_grad: on
+    # some CPUs the two kernels round differently (by about 1e-8).
+    _same_result(theirs, ours, list(theirs), exact=False)
 
 
 class Shared(nn.Module):
