@@ -519,17 +519,20 @@ def _interleave(
         modules = dict(og.gm.named_modules(remove_duplicate=False))
         mutated = {n.name: mutated_input(n, modules) for n in nodes}
         roots = _alias_roots(og, nodes, mutated)
+        # The probes' readings by the memory they read: (position, probes).
+        read_at: dict[str | None, list[tuple[int, list[tuple[str, str]]]]] = {}
+        for (read_side, read_name), probe_keys in readers.items():
+            if read_side == side:
+                read_at.setdefault(roots.get(read_name), []).append(
+                    (og.fx_index.get(read_name, 1 << 30), probe_keys)
+                )
         for n in nodes:
             target = mutated[n.name]
             if target is None:
                 continue
-            for key, probe_keys in readers.items():
-                read_side, read_name = key
-                if (
-                    read_side == side
-                    and og.fx_index.get(read_name, 1 << 30) < og.fx_index[n.name]
-                    and roots.get(read_name) == roots.get(target.name)
-                ):
+            position = og.fx_index[n.name]
+            for at, probe_keys in read_at.get(roots.get(target.name), ()):
+                if at < position:
                     deps[(side, n.name)].update(probe_keys)
 
     users: dict[tuple[str, str], list[tuple[str, str]]] = {k: [] for k in deps}
