@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 
 from fxns import _onepass
+from fxns import stats as fxns_stats
 from fxns.stats import ErrorStats
 
 pytestmark = pytest.mark.skipif(
@@ -159,6 +160,38 @@ def test_values_too_small_to_square_in_float32_are_taken_again() -> None:
     s.update(f, q)
     assert s.ff == pytest.approx(20 * 1e-60, rel=1e-6)
     assert s.metrics()["sqnr"] == pytest.approx(10 * math.log10(1e-60 / 4), abs=1e-6)
+
+
+def test_a_quantized_value_of_all_zeros_stays_on_the_compiled_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deep layers of random networks: float values near 1e-8 quantize to all
+    zeros. Σq² = 0 is then exact (the scale squares far above float32's
+    limits), so the compiled sums stand, and agree with float64."""
+    torch.manual_seed(0)
+    f = 1e-8 * torch.randn(2, 32, 7, 7)
+    q = torch.quantize_per_tensor(torch.zeros_like(f), 1e-3, 0, torch.quint8)
+    q = q.contiguous(memory_format=torch.channels_last)
+    fast = _onepass.sums(f, q)
+    assert fast is not None and fast[1] == 0.0
+    calls = []
+    real_sums = fxns_stats._sums
+    monkeypatch.setattr(
+        fxns_stats, "_sums", lambda *a: calls.append(a) or real_sums(*a)
+    )
+    s = ErrorStats()
+    s.update(f, q)
+    assert calls == []  # no tensor-op or float64 route
+    ff, qq, dd, top = _reference(f, q)
+    assert (s.ff, s.qq, s.max_abs) == (pytest.approx(ff, rel=1e-6), qq, top)
+    assert s.dd == pytest.approx(dd, rel=1e-6)
+    assert s.metrics()["sqnr"] == 0.0
+
+    # A scale that itself squares below float32's reach: a zero sum may be
+    # lost digits, so the careful route takes it again in float64.
+    tiny = torch.quantize_per_tensor(torch.zeros_like(f), 1e-20, 0, torch.qint32)
+    ErrorStats().update(f, tiny)
+    assert calls and calls[-1][0].dtype == torch.float64
 
 
 def test_dequantize_to_contiguous_transposes_exactly() -> None:
