@@ -201,24 +201,9 @@ def trace(
     except Exception as err:
         raise _trace_error(model, tracer, role, err) from err
     name = type(model).__name__
-    gm = _graph_module(tracer.root, graph, name)
+    gm = fx.GraphModule(tracer.root, graph, name)
     logger.debug("traced %s %s: %d nodes", role, name, len(graph.nodes))
     return gm
-
-
-def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
-    """A ``GraphModule`` whose Python code is generated when first needed.
-
-    fxns reads traced graphs far more often than it runs them: the generated
-    ``forward`` (about a tenth of a trace) waits for the first call, ``.code``
-    or ``print``. torch's lazy ``GraphModule`` subclass is private, so a plain
-    one is made where it is missing.
-    """
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # pragma: no cover - older or newer torch
-        return fx.GraphModule(root, graph, name)
-    return _LazyGraphModule(root, graph, name)
 
 
 def check_leaf_options(leaf_modules: object, leaf_module_names: object) -> None:

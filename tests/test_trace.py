@@ -91,3 +91,14 @@ def test_a_misspelt_leaf_name_is_pointed_out() -> None:
         r"model has no submodule of\.$",
     ):
         trace(Outer(), leaf_module_names=["gat"])
+
+
+def test_traced_graph_modules_are_plain_ones_that_script() -> None:
+    """The traced models fxns hands out (``Matching``'s graphs) are ordinary
+    ``GraphModule``s: torch's lazy subclass would save a tenth of a trace,
+    but ``torch.jit.script`` rejects it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    gm = trace(model)
+    assert "Lazy" not in "".join(c.__name__ for c in type(gm).__mro__)
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(torch.jit.script(gm)(x), model(x))
