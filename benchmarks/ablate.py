@@ -46,6 +46,7 @@ from benchmarks.harness import (
     MODELS,
     SMALL_SHAPE,
     Candidate,
+    add_timing_options,
     calls_per_sample,
     environment,
     interleaved,
@@ -200,16 +201,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS)
     )
     p.add_argument("--small", action="store_true", help="2x3x64x64 inputs")
-    p.add_argument("--repeat", type=int, default=5, help="timed rounds (default: 5)")
-    p.add_argument("--warmup", type=int, default=1, help="discarded rounds first")
-    p.add_argument(
-        "--sample-seconds",
-        type=float,
-        default=0.5,
-        help="short runs are grouped until the floor has run this long per round",
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads; 0: default")
-    p.add_argument("--clock", default="cpu", choices=sorted(CLOCKS))
+    add_timing_options(p)
     p.add_argument("--json", help="also write the results here")
     return p.parse_args(argv)
 

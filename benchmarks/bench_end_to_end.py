@@ -60,6 +60,7 @@ from benchmarks.harness import (
     SMALL_SHAPE,
     Candidate,
     QuantizedModel,
+    add_timing_options,
     calls_per_sample,
     environment,
     input_shape,
@@ -284,21 +285,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"inputs {SMALL_SHAPE} instead of {FULL_SHAPE}",
     )
-    p.add_argument(
-        "--repeat", type=int, default=5, help="timed run rounds (default: 5)"
-    )
+    add_timing_options(p)
     p.add_argument(
         "--setup-repeat", type=int, default=3, help="timed setup rounds (default: 3)"
-    )
-    p.add_argument(
-        "--warmup", type=int, default=1, help="discarded rounds first (default: 1)"
-    )
-    p.add_argument(
-        "--sample-seconds",
-        type=float,
-        default=0.5,
-        help="short runs are repeated within a round until the floor has run "
-        "this long (default: %(default)s)",
     )
     p.add_argument(
         "--calibration",
@@ -311,19 +300,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=(*AO_SIDES, "both", "none"),
         default="both",
         help="what torch.ao.ns gets as its float side (default: both)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; 0 leaves torch's default (default: %(default)s)",
-    )
-    p.add_argument(
-        "--clock",
-        choices=tuple(CLOCKS),
-        default="cpu",
-        help="CPU time of this process (steady when other jobs share the "
-        "machine, with one thread) or wall time (default: %(default)s)",
     )
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)

@@ -28,6 +28,7 @@ Run the scripts as modules from the repository root, e.g.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import ctypes
 import json
@@ -57,6 +58,7 @@ __all__ = [
     "Candidate",
     "QuantizedModel",
     "Timings",
+    "add_timing_options",
     "calls_per_sample",
     "environment",
     "first_line",
@@ -262,6 +264,39 @@ class Timings:
     times: dict[str, list[float]]
     # First line of the exception, by name, for candidates that failed.
     errors: dict[str, str]
+
+
+def add_timing_options(p: argparse.ArgumentParser, warmup: bool = True) -> None:
+    """The timing options every script shares, with the same defaults:
+    ``--repeat``, ``--warmup`` (unless ``warmup`` is false), ``--sample-seconds``,
+    ``--threads`` and ``--clock`` (see :func:`interleaved`)."""
+    p.add_argument(
+        "--repeat", type=int, default=5, help="timed run rounds (default: 5)"
+    )
+    if warmup:
+        p.add_argument(
+            "--warmup", type=int, default=1, help="discarded rounds first (default: 1)"
+        )
+    p.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=0.5,
+        help="short runs are grouped until the floor has run this long per "
+        "round (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 0 leaves torch's default (default: %(default)s)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="cpu",
+        help="CPU time of this process (steady on a shared machine, with one "
+        "thread) or wall time (default: %(default)s)",
+    )
 
 
 def steady_allocator() -> bool:

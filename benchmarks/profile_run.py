@@ -62,6 +62,7 @@ from benchmarks.harness import (
     MODELS,
     SMALL_SHAPE,
     Candidate,
+    add_timing_options,
     calls_per_sample,
     interleaved,
     median,
@@ -144,15 +145,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="resnet18", choices=sorted(MODELS))
     p.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--small", action="store_true", help=f"inputs {SMALL_SHAPE}")
-    p.add_argument("--repeat", type=int, default=5, help="timed rounds")
-    p.add_argument(
-        "--sample-seconds",
-        type=float,
-        default=0.5,
-        help="floor time per round; short runs repeat (default: %(default)s)",
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
-    p.add_argument("--clock", choices=tuple(CLOCKS), default="cpu")
+    add_timing_options(p, warmup=False)
     p.add_argument(
         "--torch-profiler", action="store_true", help="also print operator tables"
     )

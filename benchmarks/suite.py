@@ -40,9 +40,9 @@ Image models get ImageNet-sized batches by default (8x3x224x224; the
 generated transformer-like and LSTM-like models the same batch of 8), the
 size at which a comparison is usually run; ``--small`` measures 2x3x64x64
 batches, where fxns's fixed cost per compared op weighs more
-(``docs/performance.md`` has the default's figures). Run time on the 2-core development
-machine: 25 to 30 minutes by default, 12 with ``--small``, 30 seconds with
-``--quick``.
+(``docs/performance.md`` has the default's figures). Run time on the 2-core
+development machine: 25 to 30 minutes by default, 12 with ``--small``, 30
+seconds with ``--quick``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from benchmarks.harness import (
     KINDS,
     MODELS,
     SMALL_SHAPE,
+    add_timing_options,
     environment,
     first_line,
     input_shape,
@@ -250,21 +251,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also measure torch.ao.ns with the prepared model as side A (its "
         "documented form; fails on resnet18)",
     )
-    p.add_argument(
-        "--repeat", type=int, default=5, help="timed run rounds (default: 5)"
-    )
+    add_timing_options(p)
     p.add_argument(
         "--setup-repeat", type=int, default=3, help="timed setup rounds (default: 3)"
-    )
-    p.add_argument(
-        "--warmup", type=int, default=1, help="discarded rounds first (default: 1)"
-    )
-    p.add_argument(
-        "--sample-seconds",
-        type=float,
-        default=0.5,
-        help="short runs are grouped until the floor has run this long per "
-        "round (default: %(default)s)",
     )
     p.add_argument(
         "--calibration",
@@ -335,19 +324,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="memory: children at a time (RSS is per process; default: 1)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; 0 leaves torch's default (default: %(default)s)",
-    )
-    p.add_argument(
-        "--clock",
-        choices=tuple(CLOCKS),
-        default="cpu",
-        help="CPU time of this process (steady on a shared machine, with one "
-        "thread) or wall time (default: %(default)s)",
     )
     p.add_argument(
         "--json",
@@ -778,7 +754,9 @@ def _memory_target(memory: dict[str, Any] | None) -> Target:
     rows = [r for r in memory["rows"] if r["tool"] == "fxns" and KEEP not in r["via"]]
     # Judged on the RSS after malloc_trim where glibc gives it: the free
     # memory its allocator keeps between marks is not what fxns holds.
-    key = "trimmed_ratio" if all(_has(r, "trimmed_ratio") for r in rows) else "ratio"
+    trimmed = all(_has(r, "trimmed_ratio") for r in rows)
+    prefix = "trimmed_" if trimmed else ""
+    key, growth = f"{prefix}ratio", f"{prefix}growth_mb"
     measured = [r for r in rows if _has(r, key) and not r["note"]]
     failed = [r for r in rows if r["note"]]
     if not measured:
@@ -789,7 +767,7 @@ def _memory_target(memory: dict[str, Any] | None) -> Target:
         r for r in memory["rows"] if r["tool"] != "fxns" and not math.isnan(r["ratio"])
     ]
     notes = [f"{memory['model']}; worst of {len(measured)} fxns ways"]
-    if key == "trimmed_ratio":
+    if trimmed:
         raw = max(measured, key=lambda r: r["ratio"])
         notes.append(
             f"RSS after malloc_trim; untrimmed worst {raw['ratio']:.3f} "
@@ -802,7 +780,7 @@ def _memory_target(memory: dict[str, Any] | None) -> Target:
         notes.append("failed: " + ", ".join(f"{r['mode']} {r['via']}" for r in failed))
     return Target(
         name,
-        f"{value:.3f} ({worst[key.replace('ratio', 'growth_mb')]:+.1f} MB)",
+        f"{value:.3f} ({worst[growth]:+.1f} MB)",
         limit,
         MET if value <= MEMORY_RATIO and not failed else MISSED,
         f"fxns {worst['mode']} ({worst['via']})",

@@ -130,42 +130,38 @@ class MemoryRow:
 
     def ratio(self) -> float:
         """RSS at the last mark reached over RSS after the first."""
-        marks = sorted(self.rss_mb)
-        if len(marks) < 2:
-            return math.nan
-        return self.rss_mb[marks[-1]] / self.rss_mb[marks[0]]
+        return _first_last(self.rss_mb, lambda a, b: b / a)
 
     def trimmed_ratio(self) -> float:
         """:meth:`ratio` of the RSS after ``malloc_trim(0)``."""
-        marks = sorted(self.trimmed_mb)
-        if len(marks) < 2:
-            return math.nan
-        return self.trimmed_mb[marks[-1]] / self.trimmed_mb[marks[0]]
-
-    def trimmed_growth_mb(self) -> float:
-        marks = sorted(self.trimmed_mb)
-        if len(marks) < 2:
-            return math.nan
-        return self.trimmed_mb[marks[-1]] - self.trimmed_mb[marks[0]]
+        return _first_last(self.trimmed_mb, lambda a, b: b / a)
 
     def growth_mb(self) -> float:
-        marks = sorted(self.rss_mb)
-        if len(marks) < 2:
-            return math.nan
-        return self.rss_mb[marks[-1]] - self.rss_mb[marks[0]]
+        return _first_last(self.rss_mb, lambda a, b: b - a)
+
+    def trimmed_growth_mb(self) -> float:
+        return _first_last(self.trimmed_mb, lambda a, b: b - a)
 
     def kept_growth_mb(self) -> float:
         """Tensors kept at the last mark minus after the first batch."""
-        marks = sorted(self.kept_mb)
-        if len(marks) < 2:
-            return math.nan
-        return self.kept_mb[marks[-1]] - self.kept_mb[marks[0]]
+        return _first_last(self.kept_mb, lambda a, b: b - a)
 
     def keeps_raw(self) -> str:
         growth = self.kept_growth_mb()
         if math.isnan(growth):
             return ""
         return "yes" if growth > 0 else "no"
+
+
+def _first_last(
+    by_mark: dict[int, float], compare: Callable[[float, float], float]
+) -> float:
+    """``compare`` of the figures at the first and last mark; NaN with fewer
+    than two marks."""
+    marks = sorted(by_mark)
+    if len(marks) < 2:
+        return math.nan
+    return compare(by_mark[marks[0]], by_mark[marks[-1]])
 
 
 def run_memory(
