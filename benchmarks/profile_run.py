@@ -330,12 +330,12 @@ def _capture(inst: Instrumented, x: torch.Tensor) -> list[tuple[torch.Tensor, An
             seen.append((_keep(f), q if q.is_quantized else _keep(q)))
 
     # A probe's __call__ is its forward (fxns.instrument.Probe): patch both.
-    Probe.forward = Probe.__call__ = record  # type: ignore[method-assign,assignment]
+    Probe.forward = Probe.__call__ = record  # type: ignore[method-assign]
     try:
         with torch.no_grad():
             inst.module(x)
     finally:
-        Probe.forward = Probe.__call__ = original  # type: ignore[method-assign,assignment]
+        Probe.forward = Probe.__call__ = original  # type: ignore[method-assign]
     return seen
 
 
